@@ -1,0 +1,235 @@
+"""Stage 1: the quantizer, the losses, the data, and short real training runs."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import vqgan as V
+
+# ----------------------------------------------------------------------------- quantizer
+
+
+def test_nearest_code_matches_brute_force():
+    g = torch.Generator().manual_seed(0)
+    z, codebook = torch.randn(5, 7, 16, generator=g), torch.randn(40, 16, generator=g)
+    brute = torch.tensor([[min(range(40), key=lambda j: ((z[b, i] - codebook[j]) ** 2).sum().item())
+                           for i in range(7)] for b in range(5)])
+    assert torch.equal(V.nearest_code(z, codebook), brute)
+
+
+def test_straight_through_gradient_is_identity():
+    model = V.VQGAN(V.VQGANConfig(codebook_size=16, emb_dim=8))
+    z = torch.randn(2, 8, 4, 4, requires_grad=True)
+    z_q, _, codes = model.quantize(z)
+    assert torch.allclose(z_q, model.codebook(codes).permute(0, 3, 1, 2), atol=1e-6)  # forward: the codes
+    w = torch.randn_like(z_q)
+    (z_q * w).sum().backward()
+    assert torch.allclose(z.grad, w)  # backward: d z_q / d z = identity
+
+
+def test_vq_loss_weighs_codebook_and_commitment_terms():
+    beta = 0.25
+    z = torch.randn(3, 5, 8, requires_grad=True)
+    e = torch.randn(3, 5, 8, requires_grad=True)
+    V.vq_loss(z, e, beta).backward()
+    n = z.numel()
+    # ||sg[z] - e||^2 moves the codes with weight 1; beta * ||z - sg[e]||^2 moves the encoder with weight beta
+    assert torch.allclose(e.grad, 2 * (e - z).detach() / n, atol=1e-7)
+    assert torch.allclose(z.grad, beta * 2 * (z - e).detach() / n, atol=1e-7)
+
+
+def test_codebook_usage():
+    assert V.codebook_usage(torch.tensor([3, 3, 3, 3]), 8) == (1.0, 1 / 8)
+    p, used = V.codebook_usage(torch.arange(8).repeat(5), 8)
+    assert math.isclose(p, 8) and used == 1.0
+
+# ----------------------------------------------------------------------------- adversarial part
+
+
+def test_adaptive_weight_is_ratio_of_gradient_norms_and_clamped():
+    torch.manual_seed(0)
+    last = torch.nn.Linear(4, 3)
+    x = torch.randn(6, 4)
+    out = last(x)
+    target = torch.randn(6, 3)
+    rec = (out - target).abs().mean()
+    gan = -(out * torch.tensor([1.0, -2.0, 0.5])).mean()
+    # by hand: d rec / dW = sign(out - t)^T x / numel, d gan / dW = -c^T x / numel
+    g_rec = (torch.sign(out - target).detach().t() @ x) / out.numel()
+    g_gan = (-torch.tensor([1.0, -2.0, 0.5]).view(3, 1).expand(3, 6) @ x) / out.numel()
+    expected = g_rec.norm() / (g_gan.norm() + 1e-4)
+    lam = V.adaptive_weight(rec, gan, last.weight, lambda_max=100.0)
+    assert torch.allclose(lam, expected, rtol=1e-5)
+    small = V.adaptive_weight(rec, gan, last.weight, lambda_max=0.5 * expected.item())
+    assert math.isclose(small.item(), 0.5 * expected.item(), rel_tol=1e-6)  # the clamp of Eq. 9c
+    assert not lam.requires_grad
+
+
+def test_diffaug_keeps_shape_is_differentiable_and_translates_with_zeros():
+    x = torch.rand(4, 3, 16, 16, requires_grad=True)
+    y = V.diffaug(x)
+    assert y.shape == x.shape
+    y.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    # a grey image stays flat under the colour changes; the shift (at most 2 of 16 pixels) fills with zeros
+    torch.manual_seed(0)
+    out = V.diffaug(torch.full((64, 3, 16, 16), 0.3))
+    for img in out:
+        centre = img[0, 8, 8]  # the centre never leaves the frame
+        assert ((img == centre) | (img == 0)).all()
+    assert (out == 0).any()  # some images were shifted
+
+
+def test_hinge_d_loss():
+    real, fake = torch.tensor([2.0, 0.5]), torch.tensor([-2.0, 0.0])
+    assert math.isclose(V.hinge_d_loss(real, fake).item(), 0.5 * ((0 + 0.5) / 2 + (0 + 1) / 2))
+
+
+def test_patch_discriminator_gives_patch_logits():
+    d = V.patch_discriminator(ndf=16, n_layers=3)
+    assert d(torch.randn(2, 3, 64, 64)).shape == (2, 1, 6, 6)
+
+
+def test_missing_lpips_weights_is_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.raises(SystemExit, match=r"vgg16-397923af.pth.*--perceptual-weight 0"):
+        V.load_lpips("cpu")
+
+# ----------------------------------------------------------------------------- data
+
+
+def test_shapes_are_deterministic_and_labelled():
+    a, la = V.make_shapes(20, 32, seed=3)
+    b, lb = V.make_shapes(20, 32, seed=3)
+    c, _ = V.make_shapes(20, 32, seed=4)
+    assert a.shape == (20, 32, 32, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, b) and np.array_equal(la, lb) and not np.array_equal(a, c)
+    assert set(la.tolist()) <= {0, 1, 2}
+    # image i does not depend on how many images were asked for
+    assert np.array_equal(V.make_shapes(5, 32, seed=3)[0], a[:5])
+
+
+def _write_images(folder):
+    folder.mkdir()
+    rgb = (np.random.default_rng(0).random((40, 60, 3)) * 255).astype(np.uint8)
+    Image.fromarray(rgb).save(folder / "rgb.png")
+    Image.fromarray(rgb).save(folder / "photo.JPG")
+    Image.fromarray(rgb[..., 0]).save(folder / "grey.bmp")
+    Image.fromarray(rgb).convert("P").save(folder / "palette.png")
+    Image.fromarray(rgb).convert("CMYK").save(folder / "cmyk.jpg")
+    rgba = np.concatenate([rgb, np.zeros((40, 60, 1), np.uint8)], axis=2)  # fully transparent: white
+    Image.fromarray(rgba).save(folder / "sub" / "clear.png") if (folder / "sub").mkdir() is None else None
+    Image.fromarray((np.full((50, 50), 65535)).astype(np.uint16)).save(folder / "sixteen.png")
+    Image.fromarray(rgb).save(folder / "small.webp")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    (folder / "notes.txt").write_text("not an image")
+
+
+def test_folder_loader_handles_modes_sizes_and_skips_corrupt(tmp_path, capsys):
+    folder = tmp_path / "imgs"
+    _write_images(folder)
+    paths = V.scan_folder(folder)
+    assert "skipped 1 unreadable" in capsys.readouterr().err
+    assert {p.name for p in paths} == {"rgb.png", "photo.JPG", "grey.bmp", "palette.png", "cmyk.jpg", "clear.png",
+                                       "sixteen.png", "small.webp"}
+    for p in paths:
+        img = V.load_image(p, 24)
+        assert img.shape == (24, 24, 3) and img.dtype == np.uint8
+    assert (V.load_image(folder / "sub" / "clear.png", 24) == 255).all()  # transparent over white
+    assert (V.load_image(folder / "sixteen.png", 24) == 255).all()  # 16-bit white is white
+
+
+def test_folder_split_is_deterministic_and_disjoint(tmp_path):
+    folder = tmp_path / "imgs"
+    _write_images(folder)
+    train, val = V.load_data(str(folder), None, 16)[:2]
+    train2, val2 = V.load_data(str(folder), None, 16)[:2]
+    assert train.paths == train2.paths and val.paths == val2.paths
+    assert len(val) == 1 and not set(train.paths) & set(val.paths) and len(train) + len(val) == 8
+    assert train[0].shape == (16, 16, 3)
+
+
+def test_empty_folder_and_missing_preset_folder_are_one_line_errors(tmp_path, monkeypatch):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="no readable image"):
+        V.load_data(str(tmp_path / "empty"), None, 32)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match=r"data/ffhq does not exist.*ffhq-dataset"):
+        V.load_data("ffhq", None, 256)
+
+
+def test_batches_depend_only_on_step_and_split_over_ranks():
+    full = V.batch_indices(7, 50, 8, seed=1)
+    assert full == V.batch_indices(7, 50, 8, seed=1)
+    assert V.batch_indices(7, 50, 8, 1, rank=0, world_size=2) + V.batch_indices(7, 50, 8, 1, rank=1, world_size=2) == full
+    epoch = sum((V.batch_indices(s, 48, 8, seed=1) for s in range(6)), [])
+    assert sorted(epoch) == list(range(48))  # one epoch visits every image once
+
+# ----------------------------------------------------------------------------- model and runs
+
+
+def test_paper_preset_gives_16x16_codes(capsys):
+    cfg = V.VQGANConfig(**{k: V.PRESETS["ffhq"][k] for k in V.VQGANConfig.__dataclass_fields__})
+    model = V.VQGAN(cfg).eval()
+    codes = model.encode(torch.zeros(1, 3, 256, 256))
+    assert codes.shape == (1, 16, 16)
+    n = sum(p.numel() for p in model.parameters())
+    with capsys.disabled():
+        print(f"\npaper-preset VQGAN: {n / 1e6:.1f}M parameters")
+    assert 50e6 < n < 100e6
+
+
+def test_bad_flags_are_rejected(capsys):
+    with pytest.raises(SystemExit):
+        V.get_args(["--img-size", "30"])
+    assert "not divisible by the down-sampling factor 4" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        V.get_args(["--max-steps", "0"])
+
+
+def run(tmp_path, *flags):
+    args = V.get_args(["--out-dir", str(tmp_path), "--n-shapes", "256", "--log-every", "5", "--sample-every", "1000",
+                       "--ckpt-every", "1000", "--bf16", "off", *flags])
+    V.main(args)
+    return args
+
+
+def test_short_run_lowers_loss_and_writes_codes(tmp_path):
+    run(tmp_path, "--max-steps", "60", "--disc-start", "40", "--batch-size", "16")
+    log = [json.loads(line) for line in open(tmp_path / "vqgan_log.jsonl")]
+    l1 = [r["l1"] for r in log if "l1" in r]
+    assert l1[-1] < 0.7 * l1[0]
+    assert any(r["lam"] > 0 for r in log if "lam" in r)  # the GAN switched on
+    codes = np.load(tmp_path / "codes.npy")
+    meta = json.loads((tmp_path / "codes.json").read_text())
+    assert codes.shape == (256, 8, 8) and np.issubdtype(codes.dtype, np.integer)
+    assert codes.min() >= 0 and codes.max() < meta["codebook_size"] == 128
+    assert meta["vqgan"] == "vqgan.pt" and meta["latent_shape"] == [8, 8]
+    assert np.load(tmp_path / "labels.npy").shape == (256,)
+    assert (tmp_path / "recon_000060.png").exists()
+
+
+def test_resume_continues_the_same_run(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    run(a, "--max-steps", "12", "--disc-start", "6", "--batch-size", "8")
+    run(b, "--max-steps", "7", "--disc-start", "6", "--batch-size", "8")
+    V.main(V.get_args(["--out-dir", str(b), "--resume", "--max-steps", "12"]))
+    ca, cb = (V.load_checkpoint(d / "vqgan.pt", "vqgan") for d in (a, b))
+    assert ca["step"] == cb["step"] == 12
+    for part in ("model", "disc"):
+        for k in ca[part]:
+            assert torch.equal(ca[part][k], cb[part][k]), (part, k)
+    assert torch.equal(ca["opt"]["state"][0]["exp_avg"], cb["opt"]["state"][0]["exp_avg"])
+    assert np.array_equal(np.load(a / "codes.npy"), np.load(b / "codes.npy"))
+
+
+def test_wrong_checkpoint_is_one_line_error(tmp_path):
+    torch.save({"kind": "absorbing", "version": 1}, tmp_path / "x.pt")
+    with pytest.raises(SystemExit, match="is a absorbing checkpoint.*vqgan checkpoint is needed"):
+        V.load_checkpoint(tmp_path / "x.pt", "vqgan")
+    with pytest.raises(SystemExit, match="does not exist"):
+        V.load_checkpoint(tmp_path / "missing.pt", "vqgan")

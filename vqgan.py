@@ -1,0 +1,758 @@
+"""
+Stage 1: train a VQGAN image tokenizer, then encode the dataset to a grid of integer codes.
+
+    python vqgan.py                              # built-in 'shapes' data, a few minutes on a laptop CPU
+    python vqgan.py --data path/to/images        # any folder of images (the paper's model by default)
+    python vqgan.py --data ffhq                  # the paper's FFHQ preset, images in data/ffhq
+    torchrun --nproc_per_node 8 vqgan.py --data ffhq      # many GPUs, same flags
+    python vqgan.py --resume                     # continue OUT/vqgan.pt exactly where it stopped
+
+Writes OUT/vqgan.pt (checkpoint), OUT/recon_STEP.png (inputs above their reconstructions),
+OUT/vqgan_log.jsonl (losses), and at the end OUT/codes.npy, an integer array (N, h, w), with
+OUT/codes.json saying what absorbing.py needs to know (codebook size, where this checkpoint is).
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import warnings
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageOps
+from tqdm import tqdm
+
+CHECKPOINT_VERSION = 1
+
+# -----------------------------------------------------------------------------
+# Presets. 'shapes' is small enough to train on a laptop CPU in minutes; the other three hold the
+# paper's hyperparameters (Appendix A and the official code): 256x256 images, f=16, 16x16 codes.
+
+PAPER = dict(img_size=256, nf=128, ch_mult=(1, 1, 2, 2, 4), res_blocks=2, attn_resolutions=(16,), emb_dim=256,
+             codebook_size=1024, beta=0.25, ndf=64, disc_layers=3, disc_start=30001, lambda_max=1.0,
+             perceptual_weight=1.0, lr=4.5e-6 * 4, codebook_lr_mult=1.0, batch_size=4, max_steps=1_400_000)
+PRESETS = {
+    "shapes": dict(img_size=32, nf=32, ch_mult=(1, 2, 2), res_blocks=1, attn_resolutions=(8,), emb_dim=32,
+                   codebook_size=128, beta=0.25, ndf=32, disc_layers=2, disc_start=1000, lambda_max=1.0,
+                   perceptual_weight=0.0, lr=1e-3, codebook_lr_mult=10.0, batch_size=32, max_steps=1200),
+    "ffhq": PAPER,
+    "churches": dict(PAPER, max_steps=2_200_000),
+    "bedrooms": dict(PAPER, max_steps=2_200_000),
+}
+DATA_SOURCES = {
+    "ffhq": "FFHQ from https://github.com/NVlabs/ffhq-dataset (images1024x1024 or the 256px thumbnails)",
+    "churches": "LSUN church_outdoor from https://github.com/fyu/lsun, exported to image files",
+    "bedrooms": "LSUN bedroom from https://github.com/fyu/lsun, exported to image files",
+}
+
+# -----------------------------------------------------------------------------
+# Data: the built-in 'shapes' images, or any folder of images. Everything is uint8 (H, W, 3) until
+# the training step turns a batch into floats in [-1, 1].
+
+SHAPE_KINDS = ("circle", "square", "triangle")
+COLOURS = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25)]  # red, green, blue, yellow
+BACKGROUNDS = [(255, 255, 255), (20, 20, 20)]
+
+
+def draw_shapes(index, img_size=32, seed=0):
+    """Image `index` of the built-in dataset: 1-3 shapes, all of one kind (the label), each in its own
+    colour, on a plain background, never overlapping. A prior that mixes kinds within an image, or
+    draws broken shapes, has not learned the global structure."""
+    rng = np.random.default_rng([seed, index])
+    label = int(rng.integers(len(SHAPE_KINDS)))
+    img = Image.new("RGB", (img_size, img_size), BACKGROUNDS[rng.integers(len(BACKGROUNDS))])
+    draw = ImageDraw.Draw(img)
+    placed = []  # (cx, cy, r) of the shapes drawn so far
+    for _ in range(rng.integers(1, 4)):
+        r = rng.uniform(0.15, 0.25) * img_size
+        cx, cy = rng.uniform(r, img_size - r, size=2)
+        if any((cx - x) ** 2 + (cy - y) ** 2 < (r + q + 1) ** 2 for x, y, q in placed):
+            continue
+        placed.append((cx, cy, r))
+        colour = COLOURS[rng.integers(len(COLOURS))]
+        if label == 0:
+            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=colour)
+        elif label == 1:
+            s = 0.85 * r  # a square of about the circle's area
+            draw.rectangle([cx - s, cy - s, cx + s, cy + s], fill=colour)
+        else:
+            draw.polygon([(cx, cy - r), (cx - 0.87 * r, cy + 0.5 * r), (cx + 0.87 * r, cy + 0.5 * r)], fill=colour)
+    return np.asarray(img), label
+
+
+def make_shapes(n, img_size=32, seed=0):
+    """n images (n, img_size, img_size, 3) uint8 and their labels (n,) int64; the same for the same seed."""
+    pairs = [draw_shapes(i, img_size, seed) for i in range(n)]
+    return np.stack([p[0] for p in pairs]), np.array([p[1] for p in pairs], dtype=np.int64)
+
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def to_rgb(img):
+    """Any Pillow image as 8-bit RGB: 16-bit and float greyscale rescaled, transparency over white."""
+    if img.mode.startswith("I;16") or img.mode in ("I", "F"):  # 16-bit (or wider) greyscale
+        a = np.asarray(img, dtype=np.float64)
+        a = a / 257.0 if img.mode.startswith("I;16") or a.max() > 255 else a
+        img = Image.fromarray(np.clip(a, 0, 255).round().astype(np.uint8))
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "La", "RGBa"):
+        white = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, img.convert("RGBA"))
+    return img.convert("RGB")
+
+
+def load_image(path, img_size):
+    """An image file as (img_size, img_size, 3) uint8: short side resized to img_size, centre-cropped."""
+    with Image.open(path) as img:
+        img.draft("RGB", (img_size, img_size))  # JPEGs decode at a reduced scale when that is enough
+        return np.asarray(ImageOps.fit(to_rgb(img), (img_size, img_size), Image.BICUBIC))
+
+
+def scan_folder(folder):
+    """The readable image files under `folder` (recursive, sorted); unreadable ones are counted and skipped."""
+    paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    good, bad = [], []
+    for p in paths:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(p) as img:
+                    img.verify()
+            good.append(p)
+        except Exception:
+            bad.append(p)
+    if bad:
+        print(f"warning: skipped {len(bad)} unreadable image file(s) in {folder} (first: {bad[0]})", file=sys.stderr)
+    if not good:
+        raise SystemExit(f"error: no readable image ({', '.join(IMAGE_EXTENSIONS)}) found under {folder}")
+    return good
+
+
+class ImageFolder(torch.utils.data.Dataset):
+    """Image files decoded on demand (in DataLoader workers) to (img_size, img_size, 3) uint8 tensors."""
+
+    def __init__(self, paths, img_size):
+        self.paths, self.img_size = list(paths), img_size
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        return torch.from_numpy(load_image(self.paths[i], self.img_size).copy())
+
+
+def split_paths(paths, root, val_fraction):
+    """A deterministic train/validation split: the files whose relative path hashes lowest are held out,
+    so adding files to the folder never moves an old file between the two parts."""
+    ranked = sorted(paths, key=lambda p: zlib.crc32(str(p.relative_to(root)).encode()))
+    n_val = max(1, round(val_fraction * len(paths))) if len(paths) > 1 else 0
+    val = set(ranked[:n_val])
+    return [p for p in paths if p not in val], [p for p in paths if p in val]
+
+
+def load_data(data, data_dir, img_size, n_shapes=10000, val_fraction=0.05, seed=0):
+    """(train, val, labels): datasets of uint8 (H, W, 3) images, and the training labels (shapes only)."""
+    if data == "shapes":
+        n_val = max(1, round(val_fraction * n_shapes))
+        train, labels = make_shapes(n_shapes, img_size, seed)
+        val, _ = make_shapes(n_val, img_size, seed + 1)
+        return torch.from_numpy(train), torch.from_numpy(val), labels
+    folder = Path(data_dir or (Path("data") / data if data in DATA_SOURCES else data))
+    if not folder.is_dir():
+        where = f"; get {DATA_SOURCES[data]} and put the images there (or pass --data-dir)" if data in DATA_SOURCES else ""
+        raise SystemExit(f"error: image folder {folder} does not exist{where}")
+    train, val = split_paths(scan_folder(folder), folder, val_fraction)
+    return ImageFolder(train, img_size), ImageFolder(val, img_size), None
+
+
+def batch_indices(step, n, batch_size, seed, rank=0, world_size=1):
+    """This rank's share of the global batch at `step`: the data is read in epochs, each a permutation
+    seeded by (seed, epoch), so a batch depends only on the step number and an interrupted run resumes
+    on exactly the batches it would have seen."""
+    start = step * batch_size
+    positions = range(start + rank * batch_size // world_size, start + (rank + 1) * batch_size // world_size)
+    perms = {}
+    out = []
+    for p in positions:
+        epoch = p // n
+        if epoch not in perms:
+            perms[epoch] = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+        out.append(int(perms[epoch][p % n]))
+    return out
+
+
+class StepBatches(torch.utils.data.Sampler):
+    """The index batches of steps start, start + 1, ... for a DataLoader's batch_sampler."""
+
+    def __init__(self, n, start, batch_size, seed, rank=0, world_size=1):
+        self.n, self.start, self.batch_size, self.seed, self.rank, self.world_size = n, start, batch_size, seed, rank, world_size
+
+    def __iter__(self):
+        step = self.start
+        while True:
+            yield batch_indices(step, self.n, self.batch_size, self.seed, self.rank, self.world_size)
+            step += 1
+
+
+def to_float(images):
+    """uint8 (B, H, W, 3) -> float (B, 3, H, W) in [-1, 1]."""
+    return images.permute(0, 3, 1, 2).float().contiguous() / 127.5 - 1  # contiguous: channels-last is slow on CPU
+
+
+def to_uint8(x):
+    """float (B, 3, H, W) in [-1, 1] -> uint8 (B, H, W, 3)."""
+    return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
+
+
+def save_grid(images, path, nrow=8):
+    """Save uint8 (B, H, W, 3) images as one PNG grid, `nrow` images a row (the write is atomic)."""
+    from torchvision.utils import make_grid
+    grid = make_grid(images.permute(0, 3, 1, 2), nrow=nrow, padding=1, pad_value=255).permute(1, 2, 0)
+    tmp = f"{path}.tmp.png"
+    Image.fromarray(grid.numpy()).save(tmp)
+    os.replace(tmp, path)
+
+# -----------------------------------------------------------------------------
+# The model: a convolutional encoder and decoder (residual blocks, self-attention at the lowest
+# resolutions, as in taming-transformers) around a nearest-neighbour vector quantizer.
+
+
+@dataclass
+class VQGANConfig:
+    img_size: int = 32
+    nf: int = 32                      # channels at full resolution
+    ch_mult: tuple = (1, 2, 2)        # channel multiplier per resolution; len - 1 halvings: f = 2**(len - 1)
+    res_blocks: int = 1               # residual blocks per resolution
+    attn_resolutions: tuple = (8,)    # feature-map sizes that get self-attention
+    emb_dim: int = 32                 # D, the size of a code vector
+    codebook_size: int = 128          # K, the number of codes
+    beta: float = 0.25                # weight of the commitment term
+
+
+def norm(ch):
+    return nn.GroupNorm(32 if ch % 32 == 0 else math.gcd(ch, 32), ch, eps=1e-6)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.norm1, self.conv1 = norm(cin), nn.Conv2d(cin, cout, 3, padding=1)
+        self.norm2, self.conv2 = norm(cout), nn.Conv2d(cout, cout, 3, padding=1)
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+        nn.init.zeros_(self.conv2.weight)  # each block starts as the identity: a small model learns much faster
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x):  # (B, cin, H, W) -> (B, cout, H, W)
+        h = self.conv1(F.silu(self.norm1(x)))
+        return self.skip(x) + self.conv2(F.silu(self.norm2(h)))
+
+
+class AttnBlock(nn.Module):
+    """Single-head self-attention between all H*W positions of a feature map, with a residual."""
+
+    def __init__(self, ch):
+        super().__init__()
+        self.norm, self.qkv, self.proj = norm(ch), nn.Conv2d(ch, 3 * ch, 1), nn.Conv2d(ch, ch, 1)
+        nn.init.zeros_(self.proj.weight)  # starts as the identity, like ResBlock
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x):  # (B, C, H, W)
+        B, C, H, W = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(B, 3, 1, C, H * W).transpose(-1, -2).unbind(1)  # (B, 1, HW, C)
+        h = F.scaled_dot_product_attention(q, k, v)  # (B, 1, HW, C)
+        return x + self.proj(h.transpose(-1, -2).reshape(B, C, H, W))
+
+
+class Downsample(nn.Module):
+    def __init__(self, ch):
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, stride=2)
+
+    def forward(self, x):  # (B, C, H, W) -> (B, C, H/2, W/2)
+        return self.conv(F.pad(x, (0, 1, 0, 1)))
+
+
+class Upsample(nn.Module):
+    def __init__(self, ch):
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, padding=1)
+
+    def forward(self, x):  # (B, C, H, W) -> (B, C, 2H, 2W)
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+def encoder(cfg):
+    """(B, 3, H, W) images -> (B, D, H/f, W/f) continuous latents."""
+    chans = [cfg.nf * m for m in cfg.ch_mult]
+    layers, cin, res = [nn.Conv2d(3, chans[0], 3, padding=1)], chans[0], cfg.img_size
+    for i, cout in enumerate(chans):
+        for _ in range(cfg.res_blocks):
+            layers.append(ResBlock(cin, cout))
+            cin = cout
+            if res in cfg.attn_resolutions:
+                layers.append(AttnBlock(cin))
+        if i < len(chans) - 1:
+            layers.append(Downsample(cin))
+            res //= 2
+    layers += [ResBlock(cin, cin), AttnBlock(cin), ResBlock(cin, cin), norm(cin), nn.SiLU(),
+               nn.Conv2d(cin, cfg.emb_dim, 3, padding=1)]
+    return nn.Sequential(*layers)
+
+
+def decoder(cfg):
+    """(B, D, h, w) quantized latents -> (B, 3, h*f, w*f) images; its last layer is G_L of Eq. 9c."""
+    chans = [cfg.nf * m for m in reversed(cfg.ch_mult)]
+    cin, res = chans[0], cfg.img_size // 2 ** (len(chans) - 1)
+    layers = [nn.Conv2d(cfg.emb_dim, cin, 3, padding=1), ResBlock(cin, cin), AttnBlock(cin), ResBlock(cin, cin)]
+    for i, cout in enumerate(chans):
+        for _ in range(cfg.res_blocks):
+            layers.append(ResBlock(cin, cout))
+            cin = cout
+            if res in cfg.attn_resolutions:
+                layers.append(AttnBlock(cin))
+        if i < len(chans) - 1:
+            layers.append(Upsample(cin))
+            res *= 2
+    layers += [norm(cin), nn.SiLU(), nn.Conv2d(cin, 3, 3, padding=1)]
+    return nn.Sequential(*layers)
+
+
+# Eq. 4: each latent vector goes to its nearest code, k = argmin_j ||z - e_j||^2 = ||z||^2 - 2 z.e_j + ||e_j||^2
+def nearest_code(z, codebook):  # z (..., D), codebook (K, D) -> (...) integer codes
+    d = z.pow(2).sum(-1, keepdim=True) - 2 * z @ codebook.t() + codebook.pow(2).sum(-1)  # (..., K)
+    return d.argmin(-1)
+
+
+# L_VQ (Eq. 5): ||sg[z] - z_q||^2 moves the codes towards the encoder, beta * ||z - sg[z_q]||^2 commits the
+# encoder to its codes. (The official code swaps the weights, the "legacy" mistake taming later fixed.)
+def vq_loss(z, z_q, beta):
+    return F.mse_loss(z_q, z.detach()) + beta * F.mse_loss(z, z_q.detach())
+
+
+def codebook_usage(codes, codebook_size):
+    """(perplexity, fraction of codes used) of a batch of codes: exp(entropy) of the code histogram,
+    K if every code is used equally, 1 if the codebook has collapsed to a single code."""
+    p = torch.bincount(codes.flatten(), minlength=codebook_size).double()
+    p = p[p > 0] / p.sum()
+    return math.exp(-(p * p.log()).sum().item()), len(p) / codebook_size
+
+
+class VQGAN(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder, self.decoder = encoder(cfg), decoder(cfg)
+        self.codebook = nn.Embedding(cfg.codebook_size, cfg.emb_dim)
+        nn.init.uniform_(self.codebook.weight, -1 / cfg.codebook_size, 1 / cfg.codebook_size)
+
+    def quantize(self, z):  # (B, D, h, w) -> z_q (B, D, h, w), L_VQ, codes (B, h, w)
+        with torch.autocast(z.device.type, enabled=False):  # distances in float32: bf16 picks wrong codes
+            z = z.float().permute(0, 2, 3, 1)  # (B, h, w, D)
+            codes = nearest_code(z, self.codebook.weight)
+            z_q = self.codebook(codes)  # (B, h, w, D)
+            loss = vq_loss(z, z_q, self.cfg.beta)
+            z_q = z + (z_q - z).detach()  # straight-through: the decoder's gradient flows to the encoder unchanged
+        return z_q.permute(0, 3, 1, 2), loss, codes
+
+    def forward(self, x):  # (B, 3, H, W) -> x_hat (B, 3, H, W), L_VQ, codes (B, h, w)
+        z_q, loss, codes = self.quantize(self.encoder(x))
+        return self.decoder(z_q), loss, codes
+
+    @torch.no_grad()
+    def encode(self, x):  # (B, 3, H, W) in [-1, 1] -> (B, h, w) codes
+        return self.quantize(self.encoder(x))[2]
+
+    @torch.no_grad()
+    def decode(self, codes):  # (B, h, w) codes -> (B, 3, h*f, w*f) images in [-1, 1]
+        return self.decoder(self.codebook(codes).permute(0, 3, 1, 2))
+
+# -----------------------------------------------------------------------------
+# The adversarial part (Sec. 3.4): a PatchGAN discriminator on differentiably augmented images, its
+# hinge loss, and the adaptive weight with its clamp (Eq. 9).
+
+
+def patch_discriminator(ndf=64, n_layers=3):
+    """(B, 3, H, W) -> (B, 1, h', w') real/fake logits, one per overlapping patch (taming's NLayerDiscriminator)."""
+    layers, ch = [nn.Conv2d(3, ndf, 4, 2, 1), nn.LeakyReLU(0.2)], ndf
+    for i in range(1, n_layers + 1):
+        cout = ndf * min(2 ** i, 8)
+        layers += [nn.Conv2d(ch, cout, 4, 2 if i < n_layers else 1, 1, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2)]
+        ch = cout
+    layers.append(nn.Conv2d(ch, 1, 4, 1, 1))
+    disc = nn.Sequential(*layers)
+    for m in disc.modules():  # DCGAN initialisation, as taming does
+        if isinstance(m, nn.Conv2d):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+    return disc
+
+
+def diffaug(x, translation=0.125):
+    """Differentiable augmentation (Zhao et al. 2020) of (B, 3, H, W) images in [-1, 1]: random brightness,
+    saturation and contrast per image, then a random shift by up to `translation` of the size, zero-filled."""
+    B, _, H, W = x.shape
+    rand = lambda: torch.rand(B, 1, 1, 1, device=x.device, dtype=x.dtype)  # noqa: E731
+    x = x + (rand() - 0.5)
+    mean = x.mean(1, keepdim=True)
+    x = (x - mean) * (2 * rand()) + mean
+    mean = x.mean((1, 2, 3), keepdim=True)
+    x = (x - mean) * (rand() + 0.5) + mean
+    sy, sx = int(H * translation + 0.5), int(W * translation + 0.5)
+    dy = torch.randint(-sy, sy + 1, (B, 1, 1), device=x.device)
+    dx = torch.randint(-sx, sx + 1, (B, 1, 1), device=x.device)
+    gy = (torch.arange(H, device=x.device).view(1, H, 1) + dy + 1).clamp(0, H + 1)  # (B, H, 1) rows in the padded image
+    gx = (torch.arange(W, device=x.device).view(1, 1, W) + dx + 1).clamp(0, W + 1)  # (B, 1, W); row/col 0 and H+1 are zeros
+    padded = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1)  # (B, H+2, W+2, 3)
+    return padded[torch.arange(B, device=x.device).view(B, 1, 1), gy, gx].permute(0, 3, 1, 2)
+
+
+# the discriminator's hinge loss: E[relu(1 - D(x))] + E[relu(1 + D(x_hat))], halved as in taming
+def hinge_d_loss(logits_real, logits_fake):
+    return 0.5 * (F.relu(1 - logits_real).mean() + F.relu(1 + logits_fake).mean())
+
+
+# Eq. 9c: lambda = clamp(||grad_{G_L} L_rec|| / (||grad_{G_L} L_GAN|| + delta), 0, lambda_max), gradients on the
+# decoder's last layer G_L; the clamp at lambda_max is the paper's change (Sec. 3.4)
+def adaptive_weight(rec_loss, gan_loss, last_layer, lambda_max, delta=1e-4):
+    g_rec = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)[0]
+    g_gan = torch.autograd.grad(gan_loss, last_layer, retain_graph=True)[0]
+    return (g_rec.norm() / (g_gan.norm() + delta)).clamp(0, lambda_max).detach()
+
+
+def load_lpips(device):
+    """The LPIPS perceptual distance (VGG16). torchvision downloads its ImageNet weights on first use,
+    which cannot happen offline: if the file is absent, stop and say where it goes."""
+    from torchvision.models import VGG16_Weights
+    url = VGG16_Weights.IMAGENET1K_V1.url
+    path = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+    if not path.exists():
+        raise SystemExit(f"error: the perceptual loss (LPIPS) needs torchvision's VGG16 weights {path}; download "
+                         f"{url} into {path.parent}, or pass --perceptual-weight 0 to train without it")
+    import lpips
+    return lpips.LPIPS(net="vgg", verbose=False).to(device).eval().requires_grad_(False)
+
+# -----------------------------------------------------------------------------
+# Plumbing shared by the training scripts: devices, torchrun, checkpoints, random states.
+
+
+def bf16_is_fast(device):
+    """bfloat16 autocast pays on CUDA and on CPUs with bf16 matrix instructions (AVX512-BF16, AMX);
+    elsewhere it is emulated and slower than float32."""
+    if device.type == "cuda":
+        return True
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return device.type == "cpu" and ("avx512_bf16" in flags or "amx_bf16" in flags)
+
+
+def setup_distributed(device="auto"):
+    """(rank, world_size, device); joins the process group when started by torchrun (nccl on GPUs, gloo on CPUs)."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if "RANK" not in os.environ:
+        return 0, 1, torch.device(device)
+    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    if device == "cuda":
+        device = f"cuda:{os.environ['LOCAL_RANK']}"
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return rank, world_size, torch.device(device)
+
+
+def save_checkpoint(obj, path):
+    """Write to a temporary file, then rename: a crash mid-write never leaves a half-written checkpoint."""
+    tmp = f"{path}.tmp"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, kind):
+    """A checkpoint written by this project's `kind` stage ('vqgan' or 'absorbing'), loaded with
+    weights_only=True: tensors and plain values only, so a crafted file cannot run code."""
+    if not os.path.isfile(path):
+        raise SystemExit(f"error: checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise SystemExit(f"error: cannot load {path} as a checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
+    found = ckpt.get("kind") if isinstance(ckpt, dict) else None
+    if found != kind:
+        raise SystemExit(f"error: {path} is {'a ' + found if found else 'not a'} checkpoint of this project, "
+                         f"but a {kind} checkpoint is needed here")
+    if ckpt.get("version", 0) > CHECKPOINT_VERSION:
+        raise SystemExit(f"error: {path} has format version {ckpt['version']}, newer than this code's "
+                         f"{CHECKPOINT_VERSION}; update the code")
+    return ckpt
+
+
+def rng_states():
+    """The random states of every rank (a list indexed by rank), for an exact resume."""
+    state = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
+    if not dist.is_initialized():
+        return [state]
+    states = [None] * dist.get_world_size()
+    dist.all_gather_object(states, state)
+    return states
+
+
+def set_rng_states(states, rank):
+    state = states[rank]
+    torch.set_rng_state(state["cpu"])
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def mean_over_ranks(metrics):
+    """Average a dict of floats over all ranks (for logging the global batch's numbers)."""
+    if not dist.is_initialized():
+        return metrics
+    t = torch.tensor(list(metrics.values()), dtype=torch.float64)
+    dist.all_reduce(t)
+    return dict(zip(metrics, (t / dist.get_world_size()).tolist()))
+
+
+def append_log(path, record):
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+# -----------------------------------------------------------------------------
+# Training
+
+
+def psnr(x, y):
+    """Peak signal-to-noise ratio in dB of images in [-1, 1] (peak-to-peak 2)."""
+    return (10 * torch.log10(4 / F.mse_loss(x.float(), y.float()))).item()
+
+
+def train_step(model, disc, opt, d_opt, x, step, args, perceptual):
+    """One optimisation step of the autoencoder (Eq. 5, 9) and, once it is switched on, the discriminator."""
+    raw = model.module if hasattr(model, "module") else model
+    raw_disc = disc.module if hasattr(disc, "module") else disc
+    gan_on = step >= args.disc_start
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=args.bf16):
+        x_hat, loss_vq, codes = model(x)
+        l1 = (x - x_hat).abs().mean()
+        rec = l1 + (args.perceptual_weight * perceptual(x, x_hat).mean() if perceptual else 0.0)
+        gan = -raw_disc(diffaug(x_hat)).mean() if gan_on else torch.zeros((), device=x.device)
+    lam = adaptive_weight(rec, gan, raw.decoder[-1].weight, args.lambda_max) if gan_on else torch.zeros((), device=x.device)
+    loss = rec + lam * gan + loss_vq
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    d_loss = torch.zeros((), device=x.device)
+    if gan_on:  # real and fake through the discriminator in one call (one forward per backward under DDP)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=args.bf16):
+            logits = disc(diffaug(torch.cat([x, x_hat.detach()])))
+            d_loss = hinge_d_loss(*logits.chunk(2))
+        d_opt.zero_grad(set_to_none=True)
+        d_loss.backward()
+        d_opt.step()
+    perplexity, used = codebook_usage(codes, raw.cfg.codebook_size)
+    return dict(loss=loss.item(), l1=l1.item(), rec=rec.item(), vq=loss_vq.item(), gan=gan.item(),
+                lam=lam.item(), d=d_loss.item(), perplexity=perplexity, used=used)
+
+
+@torch.no_grad()
+def encode_dataset(model, dataset, device, batch_size=64, num_workers=0, disable_bar=False):
+    """Codes (N, h, w) of every image of `dataset`, in order."""
+    model.eval()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
+    codes = [model.encode(to_float(x.to(device))).cpu() for x in tqdm(loader, desc="encode", disable=disable_bar)]
+    return torch.cat(codes).numpy()
+
+
+def write_codes(codes, out_dir, ckpt_path, labels=None):
+    """OUT/codes.npy (N, h, w) and OUT/codes.json: the codebook size, the latent shape and the VQGAN
+    checkpoint's path relative to OUT, which is what absorbing.py reads."""
+    ckpt = load_checkpoint(ckpt_path, "vqgan")
+    K = ckpt["config"]["codebook_size"]
+    codes = codes.astype(np.int16 if K <= 2 ** 15 else np.int32)
+    perplexity, used = codebook_usage(torch.from_numpy(codes.astype(np.int64)), K)
+    with open(Path(out_dir) / "codes.npy.tmp", "wb") as f:
+        np.save(f, codes)
+    os.replace(Path(out_dir) / "codes.npy.tmp", Path(out_dir) / "codes.npy")
+    if labels is not None:
+        np.save(Path(out_dir) / "labels.npy", labels)
+    meta = dict(codebook_size=K, latent_shape=list(codes.shape[1:]), n_images=len(codes),
+                vqgan=os.path.relpath(ckpt_path, out_dir), perplexity=perplexity, used=used)
+    (Path(out_dir) / "codes.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return meta
+
+
+def main(args):
+    rank, world_size, device = setup_distributed(args.device)
+    args.bf16 = bf16_is_fast(device) if args.bf16 == "auto" else args.bf16 == "on"
+    out = Path(args.out_dir)
+    ckpt_path = out / "vqgan.pt"
+    is_main = rank == 0
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    ckpt = load_checkpoint(ckpt_path, "vqgan") if args.resume or args.encode_only else None
+    if ckpt is not None:  # the run's settings come from the checkpoint; flags given now may extend max_steps
+        max_steps = args.max_steps
+        vars(args).update({k: v for k, v in ckpt["args"].items() if k not in ("resume", "encode_only", "device", "max_steps", "out_dir", "num_workers")})
+        args.max_steps = max_steps or ckpt["args"]["max_steps"]
+    cfg = VQGANConfig(**{**ckpt["config"], "ch_mult": tuple(ckpt["config"]["ch_mult"]),
+                         "attn_resolutions": tuple(ckpt["config"]["attn_resolutions"])}) if ckpt else \
+        VQGANConfig(**{k: getattr(args, k) for k in VQGANConfig.__dataclass_fields__})
+    train_set, val_set, labels = load_data(args.data, args.data_dir, cfg.img_size, args.n_shapes)
+
+    torch.manual_seed(args.seed + rank)
+    model = VQGAN(cfg).to(device)
+    disc = patch_discriminator(args.ndf, args.disc_layers).to(device)
+    # Adam moves a weight by about lr a step, so codes initialised near 0 need ~1/lr steps to reach the encoder's
+    # outputs, and most are never picked meanwhile; a larger codebook lr lets a short run use its codebook
+    others = [p for n, p in model.named_parameters() if not n.startswith("codebook.")]
+    opt = torch.optim.Adam([{"params": others}, {"params": model.codebook.parameters(), "lr": args.lr * args.codebook_lr_mult}],
+                           lr=args.lr, betas=(0.5, 0.9))
+    d_opt = torch.optim.Adam(disc.parameters(), lr=args.lr, betas=(0.5, 0.9))
+    step = 0
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        disc.load_state_dict(ckpt["disc"])
+        opt.load_state_dict(ckpt["opt"])
+        d_opt.load_state_dict(ckpt["d_opt"])
+        step = ckpt["step"]
+        if len(ckpt["rng"]) == world_size:
+            set_rng_states(ckpt["rng"], rank)
+    if is_main:
+        n_params = sum(p.numel() for p in model.parameters())
+        h = cfg.img_size // 2 ** (len(cfg.ch_mult) - 1)
+        print(f"VQGAN {n_params / 1e6:.2f}M parameters, {cfg.img_size}px images -> {h}x{h} codes from {cfg.codebook_size}; "
+              f"{len(train_set)} training / {len(val_set)} validation images; device {device}, world size {world_size}")
+    if args.encode_only:
+        return finish(model, train_set, labels, ckpt_path, args, device, is_main)
+
+    perceptual = load_lpips(device) if args.perceptual_weight > 0 else None
+    raw = model
+    if world_size > 1:
+        model = nn.parallel.DistributedDataParallel(model)
+        disc = nn.parallel.DistributedDataParallel(disc)
+    loader = iter(torch.utils.data.DataLoader(
+        train_set, batch_sampler=StepBatches(len(train_set), step, args.batch_size, args.seed, rank, world_size),
+        num_workers=args.num_workers, persistent_workers=args.num_workers > 0,
+        generator=torch.Generator()))  # its own generator: making the loader must not draw from the global RNG
+    val_x = to_float(torch.stack([val_set[i] for i in range(min(64, len(val_set)))])).to(device)  # PSNR on 64, grid of 8
+
+    def checkpoint():
+        state = dict(kind="vqgan", version=CHECKPOINT_VERSION, config=asdict(cfg), args=vars(args), step=step,
+                     model=raw.state_dict(), disc=(disc.module if world_size > 1 else disc).state_dict(),
+                     opt=opt.state_dict(), d_opt=d_opt.state_dict(), rng=rng_states())
+        if is_main:
+            save_checkpoint(state, ckpt_path)
+
+    bar = tqdm(total=args.max_steps, initial=step, disable=not is_main, desc="vqgan")
+    while step < args.max_steps:
+        model.train()
+        disc.train()
+        x = to_float(next(loader).to(device))
+        if args.hflip:
+            x = torch.where(torch.rand(len(x), 1, 1, 1, device=device) < 0.5, x.flip(3), x)
+        metrics = train_step(model, disc, opt, d_opt, x, step, args, perceptual)
+        step += 1
+        bar.update(1)
+        if step % args.log_every == 0 or step == args.max_steps:
+            metrics = mean_over_ranks(metrics)
+            bar.set_postfix(l1=f"{metrics['l1']:.4f}", vq=f"{metrics['vq']:.4f}", lam=f"{metrics['lam']:.2f}",
+                            d=f"{metrics['d']:.3f}", ppl=f"{metrics['perplexity']:.1f}", used=f"{metrics['used']:.2f}")
+            if is_main:
+                append_log(out / "vqgan_log.jsonl", dict(step=step, **metrics))
+        if is_main and (step % args.sample_every == 0 or step == args.max_steps):
+            raw.eval()
+            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+                val_hat = raw(val_x)[0]
+            save_grid(torch.cat([to_uint8(val_x[:8]), to_uint8(val_hat[:8])]), out / f"recon_{step:06d}.png", nrow=len(val_x[:8]))
+            append_log(out / "vqgan_log.jsonl", dict(step=step, val_psnr=psnr(val_x, val_hat)))
+        if step % args.ckpt_every == 0 or step == args.max_steps:
+            checkpoint()
+    bar.close()
+    finish(raw, train_set, labels, ckpt_path, args, device, is_main)
+
+
+def finish(model, train_set, labels, ckpt_path, args, device, is_main):
+    """Encode the training images to OUT/codes.npy (rank 0 only), then leave the process group."""
+    if is_main:
+        codes = encode_dataset(model, train_set, device, num_workers=args.num_workers)
+        meta = write_codes(codes, args.out_dir, ckpt_path, labels)
+        print(f"wrote {Path(args.out_dir) / 'codes.npy'} {codes.shape}: codebook perplexity "
+              f"{meta['perplexity']:.1f}, {100 * meta['used']:.0f}% of {meta['codebook_size']} codes used")
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def positive_int(s):
+    v = int(s)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {s}")
+    return v
+
+
+def get_args(argv=None):
+    p = argparse.ArgumentParser(description="Stage 1: train a VQGAN and encode the images to codes.npy",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", default="shapes", help="'shapes' (built in), a folder of images, or a preset: ffhq, churches, bedrooms")
+    p.add_argument("--data-dir", default=None, help="where a preset's images are (default data/NAME)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="hyperparameters (default: the --data preset; ffhq's for a folder)")
+    p.add_argument("--out-dir", default="out", help="where the checkpoint, images and codes go")
+    p.add_argument("--n-shapes", type=positive_int, default=10000, help="training images of the shapes data")
+    p.add_argument("--img-size", type=positive_int, default=None, help="image side in pixels")
+    p.add_argument("--nf", type=positive_int, default=None, help="encoder/decoder channels at full resolution")
+    p.add_argument("--ch-mult", type=positive_int, nargs="+", default=None, help="channel multiplier per resolution")
+    p.add_argument("--res-blocks", type=positive_int, default=None, help="residual blocks per resolution")
+    p.add_argument("--attn-resolutions", type=positive_int, nargs="*", default=None, help="feature sizes with self-attention")
+    p.add_argument("--emb-dim", type=positive_int, default=None, help="dimension D of a code vector")
+    p.add_argument("--codebook-size", type=positive_int, default=None, help="number K of codes")
+    p.add_argument("--beta", type=float, default=None, help="weight of the commitment loss")
+    p.add_argument("--ndf", type=positive_int, default=None, help="discriminator channels")
+    p.add_argument("--disc-layers", type=positive_int, default=None, help="discriminator stride-2 layers")
+    p.add_argument("--disc-start", type=int, default=None, help="step at which the GAN loss switches on")
+    p.add_argument("--lambda-max", type=float, default=None, help="clamp on the adaptive GAN weight (Eq. 9c)")
+    p.add_argument("--perceptual-weight", type=float, default=None, help="weight of LPIPS (needs VGG16 weights; 0 = off)")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate")
+    p.add_argument("--codebook-lr-mult", type=float, default=None, help="the codebook's learning rate over --lr")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="global batch size (split over torchrun ranks)")
+    p.add_argument("--max-steps", type=positive_int, default=None, help="training steps")
+    p.add_argument("--hflip", action="store_true", help="random horizontal flips")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the run")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    p.add_argument("--bf16", default="auto", choices=["auto", "on", "off"],
+                   help="bfloat16 autocast (auto: on for CUDA and for CPUs with bf16 instructions)")
+    p.add_argument("--num-workers", type=int, default=None, help="data loading processes (default 0 for shapes, 4 otherwise)")
+    p.add_argument("--log-every", type=positive_int, default=20, help="steps between log lines")
+    p.add_argument("--sample-every", type=positive_int, default=200, help="steps between reconstruction grids")
+    p.add_argument("--ckpt-every", type=positive_int, default=200, help="steps between checkpoints")
+    p.add_argument("--resume", action="store_true", help="continue OUT/vqgan.pt (same settings; --max-steps may grow)")
+    p.add_argument("--encode-only", action="store_true", help="load OUT/vqgan.pt and only write codes.npy")
+    args = p.parse_args(argv)
+    preset = PRESETS[args.preset or (args.data if args.data in PRESETS else "ffhq")]
+    for k, v in preset.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    args.ch_mult, args.attn_resolutions = tuple(args.ch_mult), tuple(args.attn_resolutions)
+    if args.num_workers is None:
+        args.num_workers = 0 if args.data == "shapes" else 4
+    f = 2 ** (len(args.ch_mult) - 1)
+    if args.img_size % f:
+        p.error(f"--img-size {args.img_size} is not divisible by the down-sampling factor {f} of --ch-mult {args.ch_mult}")
+    if args.batch_size % int(os.environ.get("WORLD_SIZE", 1)):
+        p.error(f"--batch-size {args.batch_size} is not divisible by the number of processes {os.environ['WORLD_SIZE']}")
+    return args
+
+
+if __name__ == "__main__":
+    main(get_args())
