@@ -1,0 +1,405 @@
+"""
+Stage 2: train the absorbing-diffusion prior, a bidirectional Transformer that un-masks VQ codes.
+
+    python absorbing.py --codes out/codes.npy                 # small model, minutes on a laptop CPU
+    python absorbing.py --codes out/codes.npy --loss elbo     # train on the plain ELBO (Eq. 6) instead
+    python absorbing.py --codes data/ffhq_codes.npy --preset paper      # 24 layers, width 512 (~77M)
+    torchrun --nproc_per_node 8 absorbing.py --codes ...      # many GPUs, same flags
+    python absorbing.py --codes out/codes.npy --resume        # continue OUT/absorbing.pt exactly
+
+The forward process masks each code independently with probability t/T; the network sees only the
+masked grid x_t (no t) and predicts every masked code; the reverse process starts from all masks and
+reveals codes a few at a time. Writes OUT/absorbing.pt, OUT/absorbing_log.jsonl (training loss, ELBO
+in bits per token, validation ELBO) and OUT/samples_STEP.png previews decoded with the stage-1 VQGAN.
+"""
+import argparse
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from vqgan import (CHECKPOINT_VERSION, VQGAN, VQGANConfig, append_log, batch_indices, bf16_is_fast, load_checkpoint,
+                   mean_over_ranks, positive_int, rng_states, save_checkpoint, save_grid, set_rng_states,
+                   setup_distributed, to_uint8)
+
+# -----------------------------------------------------------------------------
+# Data: the integer codes written by vqgan.py, checked, with a fixed validation part.
+
+
+def load_codes(path, codebook_size=None):
+    """Codes (N, h, w) int64 and the codebook size K, from OUT/codes.npy and the codes.json beside it.
+    A wrong file, shape or range is a one-line error: training on bad codes would fail much later."""
+    path = Path(path)
+    if not path.is_file():
+        raise SystemExit(f"error: codes file {path} does not exist; run vqgan.py first (it writes OUT/codes.npy)")
+    try:
+        codes = np.load(path, allow_pickle=False)
+    except Exception as e:
+        raise SystemExit(f"error: cannot read {path} as a .npy array ({type(e).__name__}: {str(e).splitlines()[0][:150]})")
+    if not np.issubdtype(codes.dtype, np.integer):
+        raise SystemExit(f"error: {path} holds {codes.dtype} values; codes must be integers")
+    if codes.ndim != 3 or 0 in codes.shape:
+        raise SystemExit(f"error: {path} has shape {codes.shape}; codes must be (N, h, w) with N, h, w > 0")
+    meta_path = path.with_suffix(".json")
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    K = codebook_size or meta.get("codebook_size")
+    if K is None:
+        raise SystemExit(f"error: {meta_path} (written by vqgan.py) is missing, so the codebook size is unknown; "
+                         f"pass --codebook-size")
+    if meta.get("codebook_size") not in (None, K):
+        raise SystemExit(f"error: --codebook-size {K} disagrees with the VQGAN's {meta['codebook_size']} in {meta_path}")
+    if codes.min() < 0 or codes.max() >= K:
+        raise SystemExit(f"error: {path} has codes in [{codes.min()}, {codes.max()}], outside [0, {K}) for a codebook of {K}")
+    vqgan_path = (path.parent / meta["vqgan"]).resolve() if "vqgan" in meta else None
+    return torch.from_numpy(codes.astype(np.int64)), K, vqgan_path
+
+
+def split_codes(codes, val_every=20):
+    """Every `val_every`-th code grid (0, 20, 40, ...) is held out for validation: fixed, whatever the seed."""
+    held_out = torch.arange(len(codes)) % val_every == 0
+    if len(codes) < 2:
+        raise SystemExit(f"error: {len(codes)} code grid(s) is too few to hold out a validation part")
+    return codes[~held_out], codes[held_out]
+
+# -----------------------------------------------------------------------------
+# The network: a Transformer encoder over the h*w codes. Pre-LayerNorm blocks, learned position
+# embeddings, no causal mask and no time input (the paper's architecture). Input ids 0..K-1 are codes
+# and K is the mask; the output is a distribution over the K codes only, so it never predicts a mask.
+
+
+@dataclass
+class PriorConfig:
+    codebook_size: int = 128      # K; the mask token is id K
+    latent_h: int = 8             # h, w: the grid of codes (N = h * w positions)
+    latent_w: int = 8
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+
+
+PRIOR_PRESETS = {
+    "small": dict(n_layer=4, n_head=4, n_embd=128),
+    "paper": dict(n_layer=24, n_head=8, n_embd=512),  # Appendix A: 24 layers, 8 heads of 64 dims
+}
+
+
+class Block(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.n_head, self.dropout = cfg.n_head, cfg.dropout
+        self.ln1, self.ln2 = nn.LayerNorm(cfg.n_embd), nn.LayerNorm(cfg.n_embd)
+        self.qkv, self.proj = nn.Linear(cfg.n_embd, 3 * cfg.n_embd), nn.Linear(cfg.n_embd, cfg.n_embd)
+        self.mlp = nn.Sequential(nn.Linear(cfg.n_embd, 4 * cfg.n_embd), nn.GELU(), nn.Linear(4 * cfg.n_embd, cfg.n_embd))
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x):  # (B, N, C)
+        B, N, C = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(B, N, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)  # (B, nh, N, hs)
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)  # every code sees every code
+        x = x + self.drop(self.proj(y.transpose(1, 2).reshape(B, N, C)))
+        return x + self.drop(self.mlp(self.ln2(x)))
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        N = cfg.latent_h * cfg.latent_w
+        self.tok_emb = nn.Embedding(cfg.codebook_size + 1, cfg.n_embd)  # + 1: the mask token
+        self.pos_emb = nn.Parameter(torch.zeros(1, N, cfg.n_embd))
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.Sequential(*[Block(cfg) for _ in range(cfg.n_layer)])
+        self.ln_f = nn.LayerNorm(cfg.n_embd)
+        self.head = nn.Linear(cfg.n_embd, cfg.codebook_size)  # K outputs: the mask is never predicted
+        self.apply(self._init)
+        nn.init.normal_(self.pos_emb, std=0.02)
+
+    @staticmethod
+    def _init(m):
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=0.02)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+    def forward(self, x_t, positions=None):
+        """x_t (B, N) ids in 0..K -> logits over the K codes: (B, N, K), or (M, K) at `positions`, flat indices
+        into the B*N grid, when only those are needed (the final layer then runs on M rows, not B*N)."""
+        B, N = x_t.shape
+        h = self.blocks(self.drop(self.tok_emb(x_t) + self.pos_emb[:, :N]))  # (B, N, C)
+        if positions is not None:
+            h = h.reshape(B * N, -1)[positions]  # (M, C)
+        return self.head(self.ln_f(h))
+
+# -----------------------------------------------------------------------------
+# The method. T is the number of diffusion steps (T = N by default, as in the paper).
+
+
+# q(x_t | x_0) (Sec. 3.2): each code independently becomes the mask with probability t/T. Drawn at each t
+# independently of the others, the masks of a chain x_1..x_T are nested in distribution, and x_T is all masks.
+def q_sample(x_0, t, T, mask_id, generator=None):  # x_0 (B, N), t (B,) in 1..T -> x_t (B, N), mask (B, N)
+    mask = torch.rand(x_0.shape, generator=generator, device=x_0.device) < (t.float() / T).unsqueeze(1)
+    return x_0.masked_fill(mask, mask_id), mask
+
+
+def loss_weight(t, T, loss):
+    """The weight on CE_t (the summed cross-entropy of the masked codes of x_t) of one training example whose
+    t was drawn uniformly from 1..T; every loss is then divided by N ln 2 (bits per token) or, for mlm, by the
+    number of masked codes times ln 2."""
+    if loss == "elbo":
+        # Eq. 6: -log p(x_0) <= sum_{t=1}^T E_q[CE_t / t]; one t ~ U{1..T} estimates the sum by T * CE_t / t
+        return T / t
+    if loss == "reweighted_elbo":
+        # Eq. 7 as Appendix B derives it: the 1/t of each step becomes (T - t + 1) / T, which weighs late, heavily
+        # masked steps less. (The official code uses 1 - t/T, which gives the all-masked step t = T no weight at
+        # all, yet sampling starts there.) The one-draw estimate T * (T - t + 1)/T * CE_t is divided by T, a
+        # constant that changes no minimiser and keeps the loss on the ELBO's scale.
+        return (T - t + 1) / T
+    raise ValueError(f"unknown loss {loss}")
+
+
+def training_losses(model, x_0, T, mask_id, loss_type, generator=None):
+    """(loss, elbo): the training loss (a scalar) and the ELBO estimate of each example in bits per token (B,).
+    Only masked positions are scored: the network's output elsewhere does not enter either number."""
+    B, N = x_0.shape
+    t = torch.randint(1, T + 1, (B,), generator=generator, device=x_0.device)
+    x_t, mask = q_sample(x_0, t, T, mask_id, generator)
+    positions = mask.flatten().nonzero().squeeze(1)  # (M,) flat indices of the masked codes
+    ce = F.cross_entropy(model(x_t, positions).float(), x_0.flatten()[positions], reduction="none")  # (M,) nats
+    ce_t = torch.zeros(B, device=x_0.device).index_add_(0, positions // N, ce)  # CE_t of each example (B,)
+    elbo = loss_weight(t, T, "elbo") * ce_t / (N * math.log(2))  # (B,) bits per token
+    if loss_type == "mlm":  # the BERT-style baseline: mean cross-entropy of the masked codes, no weight per t
+        loss = ce.sum() / (max(len(ce), 1) * math.log(2))
+    else:
+        loss = (loss_weight(t, T, loss_type) * ce_t).mean() / (N * math.log(2))
+    return loss, elbo
+
+
+@torch.no_grad()
+def elbo_bits(model, codes, T, mask_id, n_draws=1, seed=0, batch_size=256):
+    """Per-image ELBO in bits per token, (len(codes), n_draws): each draw is one t ~ U{1..T} and one mask, the
+    same for the same seed, so that numbers are comparable across runs. Its mean is an upper bound on -log2 p(x)/N."""
+    device = next(model.parameters()).device
+    g = torch.Generator(device).manual_seed(seed)
+    out = torch.zeros(len(codes), n_draws)
+    for d in range(n_draws):
+        for i in range(0, len(codes), batch_size):
+            x_0 = codes[i:i + batch_size].flatten(1).to(device)
+            out[i:i + batch_size, d] = training_losses(model, x_0, T, mask_id, "elbo", g)[1].cpu()
+    return out
+
+
+def reveal_schedule(known, t_start, steps, generator=None):
+    """The sampling step (steps, ..., 1) at which each unknown code is revealed, (B, N) long, 0 where known.
+    The reverse process reveals each still-masked code at time t with probability 1/t; so a code masked at
+    t_start is revealed at time s with probability prod_{r>s}(1 - 1/r) * 1/s = 1/t_start: a uniform time, drawn
+    up front. With fewer steps S < t_start, the times are cut into S even runs ("evenly skipping"), and step k
+    reveals the codes whose time falls in its run: about (number masked) / S codes per step."""
+    times = torch.randint(1, t_start + 1, known.shape, generator=generator)  # (B, N)
+    bounds = torch.arange(1, steps + 1) * t_start // steps  # step k covers times (bounds[k-2], bounds[k-1]]
+    return torch.where(known, 0, torch.bucketize(times, bounds) + 1)
+
+
+@torch.no_grad()
+def sample(model, x, mask_id, t_start=None, steps=None, temperature=1.0, seed=0, progress=False):
+    """The reverse process from x (B, N): codes where known, mask_id (K) elsewhere; all masks for a new sample.
+    Returns x_0 (B, N). At each step only the rows that reveal something run the network, and only the revealed
+    positions get logits; a step that reveals nothing costs nothing (its x_t equals the next one's)."""
+    device = x.device
+    known = (x != mask_id).cpu()
+    t_start = t_start or int((~known).sum(1).max())  # the paper's t for inpainting: the number of masked codes
+    steps = min(steps or t_start, t_start)
+    when = reveal_schedule(known, t_start, steps, torch.Generator().manual_seed(seed))  # on the CPU: no GPU syncs
+    g = torch.Generator(device).manual_seed(seed + 1)
+    x = x.clone()
+    for k in tqdm(range(steps, 0, -1), desc="sample", disable=not progress, leave=False):
+        reveal = when == k  # (B, N)
+        rows = reveal.any(1).nonzero().squeeze(1)
+        if len(rows) == 0:
+            continue
+        sub = reveal[rows].flatten().nonzero().squeeze(1).to(device)  # positions within the rows that run
+        full = reveal.flatten().nonzero().squeeze(1).to(device)       # the same positions within the batch
+        logits = model(x[rows.to(device)], sub).float() / temperature  # (M, K)
+        x.view(-1)[full] = torch.multinomial(logits.softmax(-1), 1, generator=g).squeeze(1)
+    return x
+
+# -----------------------------------------------------------------------------
+# Training
+
+
+def load_vqgan(path, device):
+    """The stage-1 VQGAN (eval mode) from its checkpoint, or None with a note if it is not there."""
+    if path is None or not Path(path).is_file():
+        print(f"note: no VQGAN checkpoint at {path}: sample previews are off")
+        return None
+    ckpt = load_checkpoint(path, "vqgan")
+    cfg = ckpt["config"]
+    vq = VQGAN(VQGANConfig(**{**cfg, "ch_mult": tuple(cfg["ch_mult"]), "attn_resolutions": tuple(cfg["attn_resolutions"])}))
+    vq.load_state_dict(ckpt["model"])
+    return vq.to(device).eval()
+
+
+def prior_from_checkpoint(ckpt, ema=True):
+    """The Transformer of an absorbing checkpoint, with its EMA weights by default (those are sampled from)."""
+    model = Transformer(PriorConfig(**ckpt["config"]))
+    model.load_state_dict(ckpt["ema" if ema else "model"])
+    return model.eval()
+
+
+def lr_at(step, args):
+    """Linear warm-up from 0 to --lr over --warmup-steps, then constant (as the official code)."""
+    return args.lr * min(1.0, (step + 1) / args.warmup_steps)
+
+
+def main(args):
+    rank, world_size, device = setup_distributed(args.device)
+    args.bf16 = bf16_is_fast(device) if args.bf16 == "auto" else args.bf16 == "on"
+    is_main = rank == 0
+    out = Path(args.out_dir)
+    ckpt_path = out / "absorbing.pt"
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    ckpt = load_checkpoint(ckpt_path, "absorbing") if args.resume else None
+    if ckpt is not None:  # the run's settings come from the checkpoint; --max-steps may grow
+        max_steps = args.max_steps
+        vars(args).update({k: v for k, v in ckpt["args"].items() if k not in ("resume", "device", "max_steps", "out_dir")})
+        args.max_steps = max(max_steps, ckpt["step"])
+    codes, K, vqgan_path = load_codes(args.codes, args.codebook_size)
+    train_codes, val_codes = split_codes(codes.flatten(1))
+    h, w = codes.shape[1:]
+    cfg = PriorConfig(**ckpt["config"]) if ckpt else PriorConfig(
+        codebook_size=K, latent_h=h, latent_w=w, n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd,
+        dropout=args.dropout)
+    if (cfg.codebook_size, cfg.latent_h, cfg.latent_w) != (K, h, w):
+        raise SystemExit(f"error: {args.codes} has {h}x{w} codes from {K}, but the checkpoint's model was trained "
+                         f"on {cfg.latent_h}x{cfg.latent_w} codes from {cfg.codebook_size}")
+    T = args.diffusion_steps = args.diffusion_steps or h * w
+
+    torch.manual_seed(args.seed + rank)
+    model = Transformer(cfg).to(device)
+    ema = Transformer(cfg).to(device).eval().requires_grad_(False)
+    ema.load_state_dict(model.state_dict())
+    decay, no_decay = [p for p in model.parameters() if p.dim() >= 2], [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=args.lr, betas=(0.9, 0.95))
+    step = 0
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        ema.load_state_dict(ckpt["ema"])
+        opt.load_state_dict(ckpt["opt"])
+        step = ckpt["step"]
+        if len(ckpt["rng"]) == world_size:
+            set_rng_states(ckpt["rng"], rank)
+    if is_main:
+        n_params = sum(p.numel() for p in model.parameters())
+        print(f"prior {n_params / 1e6:.2f}M parameters, {h}x{w} codes from {K}, T = {T}, loss {args.loss}; "
+              f"{len(train_codes)} training / {len(val_codes)} validation grids; uniform baseline {math.log2(K):.2f} "
+              f"bits per token; device {device}, world size {world_size}")
+    vqgan = load_vqgan(vqgan_path, device) if is_main and args.sample_every else None
+    raw = model
+    if world_size > 1:
+        model = nn.parallel.DistributedDataParallel(model)
+    train_model = torch.compile(model) if args.compile else model
+
+    def checkpoint():
+        state = dict(kind="absorbing", version=CHECKPOINT_VERSION, config=asdict(cfg), args=vars(args), step=step,
+                     model=raw.state_dict(), ema=ema.state_dict(), opt=opt.state_dict(), rng=rng_states(),
+                     diffusion_steps=T, vqgan=os.path.relpath(vqgan_path, out) if vqgan_path else None)
+        if is_main:
+            save_checkpoint(state, ckpt_path)
+
+    def validate():
+        val = elbo_bits(ema, val_codes, T, K, n_draws=args.val_draws, seed=1234)
+        return val.mean().item(), (val.mean(1).std() / math.sqrt(len(val))).item()
+
+    bar = tqdm(total=args.max_steps, initial=step, disable=not is_main, desc="absorbing")
+    while step < args.max_steps:
+        model.train()
+        x_0 = train_codes[batch_indices(step, len(train_codes), args.batch_size, args.seed, rank, world_size)].to(device)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, args)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+            loss, elbo = training_losses(train_model, x_0, T, K, args.loss)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+        opt.step()
+        with torch.no_grad():  # EMA of the weights: ema <- decay * ema + (1 - decay) * weights
+            for pe, p in zip(ema.parameters(), raw.parameters()):
+                pe.lerp_(p, 1 - args.ema_decay)
+        step += 1
+        bar.update(1)
+        if step % args.log_every == 0 or step == args.max_steps:
+            metrics = mean_over_ranks(dict(loss=loss.item(), elbo=elbo.mean().item(), grad_norm=grad_norm.item()))
+            bar.set_postfix(loss=f"{metrics['loss']:.3f}", elbo=f"{metrics['elbo']:.3f}")
+            if is_main:
+                append_log(out / "absorbing_log.jsonl", dict(step=step, lr=lr_at(step - 1, args), **metrics))
+        if is_main and (step % args.eval_every == 0 or step == args.max_steps):
+            val, err = validate()
+            tqdm.write(f"step {step}: validation ELBO {val:.4f} +- {err:.4f} bits per token (EMA weights)")
+            append_log(out / "absorbing_log.jsonl", dict(step=step, val_elbo=val, val_elbo_err=err))
+        if vqgan is not None and (step % args.sample_every == 0 or step == args.max_steps):
+            x = sample(ema, torch.full((16, h * w), K, device=device), K, steps=args.sample_steps, seed=step)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+                save_grid(to_uint8(vqgan.decode(x.view(-1, h, w))), out / f"samples_{step:06d}.png", nrow=8)
+        if step % args.ckpt_every == 0 or step == args.max_steps:
+            checkpoint()
+    bar.close()
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def get_args(argv=None):
+    p = argparse.ArgumentParser(description="Stage 2: train the absorbing-diffusion Transformer prior on VQ codes",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--codes", default="out/codes.npy", help="codes.npy from vqgan.py (codes.json beside it)")
+    p.add_argument("--codebook-size", type=positive_int, default=None, help="K, if codes.json is absent")
+    p.add_argument("--out-dir", default="out", help="where the checkpoint, log and previews go")
+    p.add_argument("--preset", choices=sorted(PRIOR_PRESETS), default="small", help="model size")
+    p.add_argument("--n-layer", type=positive_int, default=None, help="Transformer blocks (default: the preset's)")
+    p.add_argument("--n-head", type=positive_int, default=None, help="attention heads (default: the preset's)")
+    p.add_argument("--n-embd", type=positive_int, default=None, help="width (default: the preset's)")
+    p.add_argument("--dropout", type=float, default=0.0, help="dropout rate")
+    p.add_argument("--loss", choices=["reweighted_elbo", "elbo", "mlm"], default="reweighted_elbo",
+                   help="training loss: Eq. 7, Eq. 6, or masked-LM cross-entropy")
+    p.add_argument("--diffusion-steps", type=positive_int, default=None, help="T (default N = h*w, as the paper)")
+    p.add_argument("--max-steps", type=positive_int, default=2000, help="training steps")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="global batch size (split over torchrun ranks)")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (the paper: 2e-4, FFHQ 1e-4)")
+    p.add_argument("--warmup-steps", type=positive_int, default=100, help="linear warm-up steps (the paper: 10000-30000)")
+    p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay of the matrices")
+    p.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradient norm at this")
+    p.add_argument("--ema-decay", type=float, default=0.995, help="EMA decay of the weights per step")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the run")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    p.add_argument("--bf16", default="auto", choices=["auto", "on", "off"],
+                   help="bfloat16 autocast (auto: on for CUDA and for CPUs with bf16 instructions)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model for training")
+    p.add_argument("--log-every", type=positive_int, default=20, help="steps between log lines")
+    p.add_argument("--eval-every", type=positive_int, default=500, help="steps between validation ELBOs")
+    p.add_argument("--val-draws", type=positive_int, default=4, help="(t, mask) draws per validation grid")
+    p.add_argument("--sample-every", type=int, default=1000, help="steps between sample previews (0: none)")
+    p.add_argument("--sample-steps", type=positive_int, default=None, help="sampling steps of the previews (default T)")
+    p.add_argument("--ckpt-every", type=positive_int, default=500, help="steps between checkpoints")
+    p.add_argument("--resume", action="store_true", help="continue OUT/absorbing.pt (same settings; --max-steps may grow)")
+    args = p.parse_args(argv)
+    for k, v in PRIOR_PRESETS[args.preset].items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    if args.n_embd % args.n_head:
+        p.error(f"--n-embd {args.n_embd} is not divisible by --n-head {args.n_head}")
+    if args.batch_size % int(os.environ.get("WORLD_SIZE", 1)):
+        p.error(f"--batch-size {args.batch_size} is not divisible by the number of processes {os.environ['WORLD_SIZE']}")
+    return args
+
+
+if __name__ == "__main__":
+    main(get_args())

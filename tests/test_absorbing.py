@@ -1,0 +1,407 @@
+"""Stage 2: the forward process, the losses and the reverse process, checked by exact enumeration on a
+tiny problem (N = 3 codes, K = 3 values), and short real training runs."""
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import chisquare
+
+import absorbing as A
+
+N, K = 3, 3
+MASK = K
+STATES = list(itertools.product(range(K + 1), repeat=N))  # every x_t: each code a value or the mask (id K)
+DATA = list(itertools.product(range(K), repeat=N))        # every x_0
+
+
+def random_joint(seed=0, alpha=0.5):
+    return torch.from_numpy(np.random.default_rng(seed).dirichlet(np.full(K ** N, alpha))).view((K,) * N)
+
+
+def state_id(x):  # (B, N) ids in 0..K -> (B,) index into STATES
+    return (x * (K + 1) ** torch.arange(N - 1, -1, -1)).sum(1)
+
+
+class TableDenoiser:
+    """A denoiser given as a table: log p(x_0[i] = v | x_t) for every state x_t, position i and value v.
+    Called like the Transformer: (x_t, positions=None) -> logits (B, N, K) or (M, K)."""
+
+    def __init__(self, table):
+        self.table = table  # (len(STATES), N, K) log-probabilities
+
+    def __call__(self, x_t, positions=None):
+        logits = self.table[state_id(x_t)]
+        return logits if positions is None else logits.reshape(-1, K)[positions]
+
+
+def oracle(joint):
+    """The exact conditionals of `joint`: p(x_0[i] | the unmasked codes of x_t)."""
+    table = torch.zeros(len(STATES), N, K, dtype=torch.float64)
+    for s, state in enumerate(STATES):
+        consistent = torch.zeros((K,) * N, dtype=torch.float64)
+        for x in DATA:
+            if all(c == MASK or c == v for c, v in zip(state, x)):
+                consistent[x] = joint[x]
+        for i in range(N):
+            table[s, i] = consistent.sum(dim=tuple(j for j in range(N) if j != i)).log() - consistent.sum().log()
+    return TableDenoiser(table)
+
+
+def random_denoiser(seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return TableDenoiser(torch.randn(len(STATES), N, K, generator=g, dtype=torch.float64).log_softmax(-1))
+
+
+def exact_elbo(model, x, T):
+    """Eq. 6 by enumeration: sum_t (1/t) E_{mask ~ q(x_t|x_0)} [sum over masked i of -log2 p(x_0[i] | x_t)]."""
+    total = 0.0
+    for t in range(1, T + 1):
+        for m in itertools.product([0, 1], repeat=N):
+            prob = math.prod(t / T if mi else 1 - t / T for mi in m)
+            if prob == 0:
+                continue
+            x_t = torch.tensor([[MASK if mi else v for mi, v in zip(m, x)]])
+            logp = model(x_t)[0]
+            total += prob / t * sum(-logp[i, x[i]].item() for i in range(N) if m[i]) / math.log(2)
+    return total
+
+
+def variational_bound(model, x, T):
+    """The same bound from its definition, by brute force over whole states: E_q[-log p(x_0 | x_1)] +
+    sum_{t=2}^T E_q[KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t))], where q reveals each masked code of x_t
+    with probability 1/t and p reveals it as v with probability p(v | x_t) / t. Bits."""
+    def step_distribution(x_t, t, value_probs):  # {x_{t-1}: probability}, revealing codes with probability 1/t
+        options = [[(c, 1.0)] if c != MASK else [(MASK, 1 - 1 / t)] + [(v, p / t) for v, p in enumerate(value_probs[i])]
+                   for i, c in enumerate(x_t)]
+        dist = {}
+        for combo in itertools.product(*options):
+            s = tuple(c for c, _ in combo)
+            dist[s] = dist.get(s, 0.0) + math.prod(p for _, p in combo)
+        return dist
+
+    total = 0.0
+    for t in range(1, T + 1):
+        for m in itertools.product([0, 1], repeat=N):
+            prob = math.prod(t / T if mi else 1 - t / T for mi in m)
+            if prob == 0:
+                continue
+            x_t = tuple(MASK if mi else v for mi, v in zip(m, x))
+            p_x0 = model(torch.tensor([x_t]))[0].exp().tolist()
+            one_hot = [[1.0 if v == x[i] else 0.0 for v in range(K)] for i in range(N)]
+            q, p = step_distribution(x_t, t, one_hot), step_distribution(x_t, t, p_x0)
+            total += prob * sum(qs * math.log2(qs / p[s]) for s, qs in q.items() if qs > 0)
+    return total
+
+
+def process_distribution(model, reveal_probs):
+    """The exact distribution of samples of the reverse process, by dynamic programming over all states:
+    from all masks, step j reveals each masked code with probability reveal_probs[j], as v with p(v | x_t)."""
+    dist = {tuple([MASK] * N): 1.0}
+    for r in reveal_probs:
+        new = {}
+        for s, ps in dist.items():
+            p_x0 = model(torch.tensor([s]))[0].exp().tolist()
+            options = [[(c, 1.0)] if c != MASK else [(MASK, 1 - r)] + [(v, r * p_x0[i][v]) for v in range(K)]
+                       for i, c in enumerate(s)]
+            for combo in itertools.product(*options):
+                key = tuple(c for c, _ in combo)
+                new[key] = new.get(key, 0.0) + ps * math.prod(p for _, p in combo)
+        dist = {s: p for s, p in new.items() if p > 0}
+    assert math.isclose(sum(dist.values()), 1.0) and all(MASK not in s for s in dist)
+    return dist
+
+
+def skip_probs(t_start, steps):
+    """The reveal probability of each sampling step with evenly skipped times, as reveal_schedule draws them."""
+    bounds = [0] + [k * t_start // steps for k in range(1, steps + 1)]
+    return [(bounds[k] - bounds[k - 1]) / bounds[k] for k in range(steps, 0, -1)]
+
+# ----------------------------------------------------------------------------- the ELBO, exactly
+
+
+@pytest.mark.parametrize("model", [oracle(random_joint()), random_denoiser()], ids=["oracle", "random"])
+def test_one_over_t_weights_equal_the_variational_bound(model):
+    for x in DATA[::4]:
+        assert math.isclose(exact_elbo(model, x, T=3), variational_bound(model, x, T=3), rel_tol=1e-9)
+
+
+@pytest.mark.parametrize("model", [oracle(random_joint()), random_denoiser()], ids=["oracle", "random"])
+def test_elbo_bounds_the_models_own_nll(model):
+    p_model = process_distribution(model, [1 / t for t in range(N, 0, -1)])
+    for x in DATA:
+        assert exact_elbo(model, x, T=N) >= -math.log2(p_model[x]) - 1e-9
+
+
+def test_oracle_elbo_is_exact_for_independent_codes_and_in_the_limit_of_many_steps():
+    joint = random_joint(seed=3)
+    p = oracle(joint)
+    # parallel reveals of correlated codes cost bits at T = N: the bound is above the entropy on average ...
+    assert sum(joint[x].item() * exact_elbo(p, x, N) for x in DATA) > -(joint * joint.log2()).sum().item() + 0.01
+    # ... and the gap closes as T grows (each step reveals at most one code)
+    for x in DATA[::5]:
+        assert math.isclose(exact_elbo(p, x, T=3000), -math.log2(joint[x].item()), rel_tol=2e-3)
+    # independent codes: nothing is lost by revealing them together, ELBO = -log2 p(x) for every T
+    marginals = [torch.tensor(m, dtype=torch.float64) for m in ([0.2, 0.5, 0.3], [0.6, 0.3, 0.1], [0.1, 0.1, 0.8])]
+    product = torch.einsum("a,b,c->abc", *marginals)
+    for x in DATA:
+        assert math.isclose(exact_elbo(oracle(product), x, T=N), -math.log2(product[x].item()), rel_tol=1e-9)
+
+
+@pytest.mark.parametrize("model", [oracle(random_joint()), random_denoiser()], ids=["oracle", "random"])
+def test_training_estimator_is_unbiased(model):
+    g = torch.Generator().manual_seed(0)
+    for x in DATA[::6]:
+        draws = A.training_losses(model, torch.tensor([x] * 40000), N, MASK, "elbo", g)[1] * N  # bits per image
+        mean, err = draws.mean().item(), draws.std().item() / math.sqrt(len(draws))
+        assert abs(mean - exact_elbo(model, x, N)) < 4 * err
+
+# ----------------------------------------------------------------------------- forward process and losses
+
+
+def test_mask_rate_is_t_over_T():
+    x_0 = torch.zeros(4000, 64, dtype=torch.long)
+    T = 64
+    for t in (1, 16, 32, 63, 64):
+        _, mask = A.q_sample(x_0, torch.full((4000,), t), T, MASK, torch.Generator().manual_seed(t))
+        rate, sd = mask.float().mean().item(), math.sqrt(t / T * (1 - t / T) / mask.numel())
+        assert abs(rate - t / T) <= 4 * sd + 1e-12
+    x_t, mask = A.q_sample(torch.full((5, 10), 2), torch.full((5,), 3), 6, MASK)
+    assert ((x_t == MASK) == mask).all() and (x_t[~mask] == 2).all()
+
+
+def test_only_masked_positions_are_scored():
+    model = random_denoiser()
+
+    def scrambled(x_t, positions=None):  # garbage wherever the code is visible
+        logits = model(x_t).clone()
+        logits[x_t != MASK] = torch.randn(int((x_t != MASK).sum()), K, dtype=logits.dtype)
+        return logits.reshape(-1, K)[positions]
+
+    x_0 = torch.tensor(DATA * 20)
+    for loss in ("elbo", "reweighted_elbo", "mlm"):
+        a = A.training_losses(model, x_0, N, MASK, loss, torch.Generator().manual_seed(5))
+        b = A.training_losses(scrambled, x_0, N, MASK, loss, torch.Generator().manual_seed(5))
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_each_loss_weighs_t_as_its_formula():
+    T = 10
+    t = torch.arange(1, T + 1)
+    assert torch.allclose(A.loss_weight(t, T, "elbo"), T / t)  # Eq. 6
+    assert torch.allclose(A.loss_weight(t, T, "reweighted_elbo"), (T - t + 1) / T)  # Eq. 7, Appendix B
+    # through training_losses: a uniform denoiser makes CE_t = (masked codes) * ln K, so the loss is known by hand
+    uniform = lambda x_t, positions=None: torch.zeros(len(positions), K)  # noqa: E731
+    x_0 = torch.zeros(64, 12, dtype=torch.long)
+    for loss in ("elbo", "reweighted_elbo", "mlm"):
+        got, elbo = A.training_losses(uniform, x_0, T, MASK, loss, torch.Generator().manual_seed(9))
+        g = torch.Generator().manual_seed(9)  # replay the draws of t and of the masks
+        tt = torch.randint(1, T + 1, (64,), generator=g)
+        masked = (torch.rand(64, 12, generator=g) < tt.unsqueeze(1) / T).sum(1).float()
+        ce_bits = masked * math.log2(K)
+        expected = {"elbo": (T / tt * ce_bits).mean() / 12, "reweighted_elbo": ((T - tt + 1) / T * ce_bits).mean() / 12,
+                    "mlm": ce_bits.sum() / masked.sum()}[loss]
+        assert math.isclose(got.item(), expected.item(), rel_tol=1e-5)
+        assert torch.allclose(elbo, T / tt * ce_bits / 12, rtol=1e-5)
+
+# ----------------------------------------------------------------------------- reverse process
+
+
+@pytest.mark.parametrize("steps", [3, 2])
+def test_sampler_matches_the_exact_process_distribution(steps):
+    model = oracle(random_joint(seed=4))
+    x = A.sample(model, torch.full((60000, N), MASK), MASK, t_start=N, steps=steps, seed=11)
+    counts = np.array([(state_id(x) == state_id(torch.tensor([s]))).sum().item() for s in DATA])
+    expected = process_distribution(model, skip_probs(N, steps))
+    probs = np.array([expected[s] for s in DATA])
+    assert chisquare(counts, probs * counts.sum()).pvalue > 1e-3
+    if steps == 3:  # power: the one-step process (every code at once, independently) is rejected
+        one_step = process_distribution(model, [1.0])
+        assert chisquare(counts, np.array([one_step[s] for s in DATA]) * counts.sum()).pvalue < 1e-6
+
+
+@pytest.mark.parametrize("t_start,steps", [(64, 64), (64, 16), (64, 5), (64, 1), (40, 7), (10, 100)])
+def test_reveal_schedule_reveals_every_unknown_code_once(t_start, steps):
+    known = torch.rand(200, 64, generator=torch.Generator().manual_seed(0)) < 0.3
+    when = A.reveal_schedule(known, t_start, min(steps, t_start), torch.Generator().manual_seed(1))
+    S = min(steps, t_start)
+    assert (when[known] == 0).all() and (when[~known] >= 1).all() and (when <= S).all()
+    per_step = torch.stack([(when == k).sum() for k in range(1, S + 1)]).float()
+    assert per_step.sum() == (~known).sum()  # every unknown code, once
+    if S == t_start:  # a uniform reveal time: no step is favoured
+        assert per_step.std() / per_step.mean() < 0.2
+
+
+class Spy:
+    """Wraps a denoiser and counts its calls and the rows it ran on."""
+
+    def __init__(self, model):
+        self.model, self.calls, self.rows = model, 0, 0
+
+    def __call__(self, x_t, positions=None):
+        self.calls += 1
+        self.rows += len(x_t)
+        return self.model(x_t, positions)
+
+
+def naive_sample(model, x, t_start, steps, temperature, seed):
+    """The reverse process written without shortcuts: the network runs on the whole batch at every step."""
+    when = A.reveal_schedule(x != MASK, t_start, steps, torch.Generator().manual_seed(seed))
+    g = torch.Generator().manual_seed(seed + 1)
+    x = x.clone()
+    calls = 0
+    for k in range(steps, 0, -1):
+        logits = model(x).float() / temperature  # (B, N, K)
+        calls += 1
+        reveal = when == k
+        if reveal.any():
+            x[reveal] = torch.multinomial(logits[reveal].softmax(-1), 1, generator=g).squeeze(1)
+    return x, calls
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_skipping_silent_steps_changes_nothing_but_saves_calls(batch):
+    torch.manual_seed(0)
+    model = A.Transformer(A.PriorConfig(codebook_size=K, latent_h=4, latent_w=4, n_layer=1, n_head=2, n_embd=16)).eval()
+    x_T = torch.full((batch, 16), MASK)
+    x_T[:, :5] = 1  # some known codes, as in inpainting
+    spy = Spy(model)
+    fast = A.sample(spy, x_T, MASK, t_start=11, steps=11, temperature=0.7, seed=3)
+    slow, calls = naive_sample(model, x_T, 11, 11, 0.7, 3)
+    assert torch.equal(fast, slow)
+    assert (fast[:, :5] == 1).all() and (fast < K).all()  # known codes kept; the mask is never drawn
+    when = A.reveal_schedule(x_T != MASK, 11, 11, torch.Generator().manual_seed(3))
+    assert calls == 11 and spy.calls == len(when.unique()) - 1  # one call per step that reveals something
+    assert spy.rows == sum(len((when == k).any(1).nonzero()) for k in range(1, 12)) < calls * batch
+
+
+def test_revealed_codes_never_change():
+    torch.manual_seed(0)
+    model = A.Transformer(A.PriorConfig(codebook_size=K, latent_h=4, latent_w=4, n_layer=1, n_head=2, n_embd=16)).eval()
+    seen = []
+    A.sample(lambda x, p: (seen.append(x.clone()), model(x, p))[1], torch.full((1, 16), MASK), MASK, steps=6, seed=1)
+    for before, after in zip(seen, seen[1:]):
+        assert ((before == after) | (before == MASK)).all()
+    assert len(seen) <= 6
+
+# ----------------------------------------------------------------------------- the network
+
+
+def test_transformer_is_bidirectional_and_predicts_codes_only():
+    torch.manual_seed(0)
+    cfg = A.PriorConfig(codebook_size=7, latent_h=2, latent_w=3, n_layer=2, n_head=2, n_embd=16)
+    model = A.Transformer(cfg).eval()
+    x = torch.randint(0, 8, (4, 6))
+    full = model(x)
+    assert full.shape == (4, 6, 7)  # K outputs, no mask logit
+    pos = torch.tensor([0, 5, 7, 23])
+    assert torch.allclose(model(x, pos), full.reshape(-1, 7)[pos], atol=1e-6)
+    y = x.clone()
+    y[:, -1] = (y[:, -1] + 1) % 8  # change the last code: the first position's prediction changes (no causal mask)
+    assert not torch.allclose(model(y)[:, 0], full[:, 0])
+
+
+def test_paper_preset_size():
+    args = A.get_args(["--preset", "paper"])
+    cfg = A.PriorConfig(codebook_size=1024, latent_h=16, latent_w=16, n_layer=args.n_layer, n_head=args.n_head,
+                        n_embd=args.n_embd)
+    n = sum(p.numel() for p in A.Transformer(cfg).parameters())
+    assert 75e6 < n < 80e6  # the paper's "about 77M" (Appendix A says 80M)
+
+# ----------------------------------------------------------------------------- data and runs
+
+
+def write_codes(folder, n=400, K=16, seed=0):
+    """Codes with structure: each grid is a shifted ramp of one of 4 offsets plus a little noise."""
+    rng = np.random.default_rng(seed)
+    ramp = (np.arange(4)[:, None] + np.arange(4)[None, :])
+    codes = (ramp[None] + rng.integers(0, 4, (n, 1, 1)) * 3) % K
+    noise = rng.random(codes.shape) < 0.05
+    codes = np.where(noise, rng.integers(0, K, codes.shape), codes).astype(np.int16)
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / "codes.npy", codes)
+    (folder / "codes.json").write_text(json.dumps({"codebook_size": K, "vqgan": "vqgan.pt"}))
+    return folder / "codes.npy"
+
+
+@pytest.mark.parametrize("content,message", [
+    (np.zeros((4, 2, 2), np.float32), "must be integers"),
+    (np.zeros((4, 4), np.int64), "must be \\(N, h, w\\)"),
+    (np.full((4, 2, 2), 16), "outside \\[0, 16\\)"),
+    (np.full((4, 2, 2), -1), "outside"),
+])
+def test_bad_codes_are_one_line_errors(tmp_path, content, message):
+    path = write_codes(tmp_path)
+    np.save(path, content)
+    with pytest.raises(SystemExit, match=message):
+        A.load_codes(path)
+
+
+def test_codes_files_missing_truncated_or_disagreeing(tmp_path):
+    path = write_codes(tmp_path)
+    with pytest.raises(SystemExit, match="disagrees with the VQGAN's 16"):
+        A.load_codes(path, codebook_size=32)
+    (tmp_path / "codes.json").unlink()
+    with pytest.raises(SystemExit, match="codebook size is unknown; pass --codebook-size"):
+        A.load_codes(path)
+    assert A.load_codes(path, codebook_size=16)[1] == 16
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(SystemExit, match="cannot read"):
+        A.load_codes(path)
+    with pytest.raises(SystemExit, match="does not exist; run vqgan.py"):
+        A.load_codes(tmp_path / "nope.npy")
+
+
+def test_bad_flags_are_rejected(capsys):
+    with pytest.raises(SystemExit):
+        A.get_args(["--n-embd", "100", "--n-head", "3"])
+    assert "not divisible by --n-head 3" in capsys.readouterr().err
+
+
+def run(folder, *flags):
+    args = A.get_args(["--codes", str(folder / "codes.npy"), "--out-dir", str(folder), "--n-layer", "2", "--n-embd", "32",
+                       "--n-head", "2", "--batch-size", "16", "--log-every", "5", "--sample-every", "0", "--bf16", "off",
+                       "--warmup-steps", "10", *flags])
+    A.main(args)
+
+
+def test_short_run_lowers_the_validation_elbo(tmp_path):
+    write_codes(tmp_path)
+    run(tmp_path, "--max-steps", "150", "--eval-every", "10", "--ema-decay", "0.9")
+    log = [json.loads(line) for line in open(tmp_path / "absorbing_log.jsonl")]
+    val = [r["val_elbo"] for r in log if "val_elbo" in r]
+    assert val[-1] < val[0] - 1.0 and val[-1] < math.log2(16) - 1.0
+    ckpt = A.load_checkpoint(tmp_path / "absorbing.pt", "absorbing")
+    assert ckpt["diffusion_steps"] == 16 and ckpt["vqgan"] == "vqgan.pt"
+
+
+def test_resume_continues_the_same_run(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    write_codes(a)
+    write_codes(b)
+    run(a, "--max-steps", "12", "--eval-every", "100")
+    run(b, "--max-steps", "5", "--eval-every", "100")
+    A.main(A.get_args(["--codes", str(b / "codes.npy"), "--out-dir", str(b), "--resume", "--max-steps", "12"]))
+    ca, cb = (A.load_checkpoint(d / "absorbing.pt", "absorbing") for d in (a, b))
+    assert ca["step"] == cb["step"] == 12
+    for part in ("model", "ema"):
+        for k in ca[part]:
+            assert torch.equal(ca[part][k], cb[part][k]), (part, k)
+
+
+def test_torchrun_two_processes_on_cpu(tmp_path):
+    write_codes(tmp_path)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "absorbing.py",
+           "--codes", str(tmp_path / "codes.npy"), "--out-dir", str(tmp_path), "--n-layer", "1", "--n-embd", "16",
+           "--n-head", "2", "--batch-size", "8", "--max-steps", "6", "--log-every", "3", "--eval-every", "6",
+           "--sample-every", "0", "--device", "cpu"]
+    done = subprocess.run(cmd, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert A.load_checkpoint(tmp_path / "absorbing.pt", "absorbing")["step"] == 6
