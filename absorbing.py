@@ -208,27 +208,38 @@ def reveal_schedule(known, t_start, steps, generator=None):
     return torch.where(known, 0, torch.bucketize(times, bounds) + 1)
 
 
+def denoise(model, x, reveal, temperature=1.0):
+    """p(x_0 | x_t) with logits divided by `temperature`, at the positions to reveal: (M, K), in row-major order.
+    The network runs only on the rows of x that reveal something, and its last layer only at those positions."""
+    B = x.shape[0]
+    x, reveal = x.view(B, -1), reveal.view(B, -1)
+    rows = reveal.any(1).nonzero().squeeze(1)  # on the CPU, as `reveal` is: no GPU sync
+    sub = reveal[rows].flatten().nonzero().squeeze(1)  # positions within the rows that run
+    return (model(x[rows.to(x.device)], sub.to(x.device)).float() / temperature).softmax(-1)
+
+
 @torch.no_grad()
-def sample(model, x, mask_id, t_start=None, steps=None, temperature=1.0, seed=0, progress=False):
-    """The reverse process from x (B, N): codes where known, mask_id (K) elsewhere; all masks for a new sample.
-    Returns x_0 (B, N). At each step only the rows that reveal something run the network, and only the revealed
-    positions get logits; a step that reveals nothing costs nothing (its x_t equals the next one's)."""
+def sample(model, x, mask_id, t_start=None, steps=None, temperature=1.0, seed=0, predict=denoise, on_step=None,
+           progress=False):
+    """The reverse process from x (B, ...): codes where known, mask_id (K) elsewhere; all masks for a new sample.
+    Returns x_0. Each step reveals the codes its schedule gives it, drawn from predict(model, x_t, reveal,
+    temperature); a step that reveals nothing costs nothing (its x_t is the next step's). on_step(x) sees each
+    new x_t."""
     device = x.device
     known = (x != mask_id).cpu()
-    t_start = t_start or int((~known).sum(1).max())  # the paper's t for inpainting: the number of masked codes
+    t_start = t_start or int((~known).flatten(1).sum(1).max())  # the paper's t for inpainting: the masked count
     steps = min(steps or t_start, t_start)
     when = reveal_schedule(known, t_start, steps, torch.Generator().manual_seed(seed))  # on the CPU: no GPU syncs
     g = torch.Generator(device).manual_seed(seed + 1)
     x = x.clone()
     for k in tqdm(range(steps, 0, -1), desc="sample", disable=not progress, leave=False):
-        reveal = when == k  # (B, N)
-        rows = reveal.any(1).nonzero().squeeze(1)
-        if len(rows) == 0:
+        reveal = when == k  # (B, ...)
+        if not reveal.any():
             continue
-        sub = reveal[rows].flatten().nonzero().squeeze(1).to(device)  # positions within the rows that run
-        full = reveal.flatten().nonzero().squeeze(1).to(device)       # the same positions within the batch
-        logits = model(x[rows.to(device)], sub).float() / temperature  # (M, K)
-        x.view(-1)[full] = torch.multinomial(logits.softmax(-1), 1, generator=g).squeeze(1)
+        probs = predict(model, x, reveal, temperature)  # (M, K)
+        x.view(-1)[reveal.flatten().nonzero().squeeze(1).to(device)] = torch.multinomial(probs, 1, generator=g).squeeze(1)
+        if on_step is not None:
+            on_step(x)
     return x
 
 # -----------------------------------------------------------------------------

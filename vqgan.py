@@ -237,6 +237,10 @@ class VQGANConfig:
     codebook_size: int = 128          # K, the number of codes
     beta: float = 0.25                # weight of the commitment term
 
+    @property
+    def downsample(self):  # f: an image side of S pixels gives S / f codes
+        return 2 ** (len(self.ch_mult) - 1)
+
 
 def norm(ch):
     return nn.GroupNorm(32 if ch % 32 == 0 else math.gcd(ch, 32), ch, eps=1e-6)
@@ -311,7 +315,7 @@ def encoder(cfg):
 def decoder(cfg):
     """(B, D, h, w) quantized latents -> (B, 3, h*f, w*f) images; its last layer is G_L of Eq. 9c."""
     chans = [cfg.nf * m for m in reversed(cfg.ch_mult)]
-    cin, res = chans[0], cfg.img_size // 2 ** (len(chans) - 1)
+    cin, res = chans[0], cfg.img_size // cfg.downsample
     layers = [nn.Conv2d(cfg.emb_dim, cin, 3, padding=1), ResBlock(cin, cin), AttnBlock(cin), ResBlock(cin, cin)]
     for i, cout in enumerate(chans):
         for _ in range(cfg.res_blocks):
@@ -630,7 +634,7 @@ def main(args):
             set_rng_states(ckpt["rng"], rank)
     if is_main:
         n_params = sum(p.numel() for p in model.parameters())
-        h = cfg.img_size // 2 ** (len(cfg.ch_mult) - 1)
+        h = cfg.img_size // cfg.downsample
         print(f"VQGAN {n_params / 1e6:.2f}M parameters, {cfg.img_size}px images -> {h}x{h} codes from {cfg.codebook_size}; "
               f"{len(train_set)} training / {len(val_set)} validation images; device {device}, world size {world_size}")
     if args.encode_only:
