@@ -26,9 +26,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from vqgan import (CHECKPOINT_VERSION, VQGAN, VQGANConfig, append_log, batch_indices, bf16_is_fast, load_checkpoint,
-                   mean_over_ranks, positive_int, rng_states, save_checkpoint, save_grid, set_rng_states,
-                   setup_distributed, to_uint8)
+from common import (CHECKPOINT_VERSION, append_log, batch_indices, bf16_is_fast, load_checkpoint, mean_over_ranks,
+                    positive_int, restore, rng_states, save_checkpoint, save_grid, setup_distributed)
+from vqgan import VQGAN, VQGANConfig, to_uint8
 
 # -----------------------------------------------------------------------------
 # Data: the integer codes written by vqgan.py, checked, with a fixed validation part.
@@ -43,7 +43,8 @@ def load_codes(path, codebook_size=None):
     try:
         codes = np.load(path, allow_pickle=False)
     except Exception as e:
-        raise SystemExit(f"error: cannot read {path} as a .npy array ({type(e).__name__}: {str(e).splitlines()[0][:150]})")
+        why = str(e).splitlines()[0][:150]
+        raise SystemExit(f"error: cannot read {path} as a .npy array ({type(e).__name__}: {why})")
     if not np.issubdtype(codes.dtype, np.integer):
         raise SystemExit(f"error: {path} holds {codes.dtype} values; codes must be integers")
     if codes.ndim != 3 or 0 in codes.shape:
@@ -55,9 +56,11 @@ def load_codes(path, codebook_size=None):
         raise SystemExit(f"error: {meta_path} (written by vqgan.py) is missing, so the codebook size is unknown; "
                          f"pass --codebook-size")
     if meta.get("codebook_size") not in (None, K):
-        raise SystemExit(f"error: --codebook-size {K} disagrees with the VQGAN's {meta['codebook_size']} in {meta_path}")
+        raise SystemExit(f"error: --codebook-size {K} disagrees with the VQGAN's {meta['codebook_size']} "
+                         f"in {meta_path}")
     if codes.min() < 0 or codes.max() >= K:
-        raise SystemExit(f"error: {path} has codes in [{codes.min()}, {codes.max()}], outside [0, {K}) for a codebook of {K}")
+        raise SystemExit(f"error: {path} has codes in [{codes.min()}, {codes.max()}], outside [0, {K}) "
+                         f"for a codebook of {K}")
     vqgan_path = (path.parent / meta["vqgan"]).resolve() if "vqgan" in meta else None
     return torch.from_numpy(codes.astype(np.int64)), K, vqgan_path
 
@@ -98,13 +101,16 @@ class Block(nn.Module):
         self.n_head, self.dropout = cfg.n_head, cfg.dropout
         self.ln1, self.ln2 = nn.LayerNorm(cfg.n_embd), nn.LayerNorm(cfg.n_embd)
         self.qkv, self.proj = nn.Linear(cfg.n_embd, 3 * cfg.n_embd), nn.Linear(cfg.n_embd, cfg.n_embd)
-        self.mlp = nn.Sequential(nn.Linear(cfg.n_embd, 4 * cfg.n_embd), nn.GELU(), nn.Linear(4 * cfg.n_embd, cfg.n_embd))
+        C = cfg.n_embd
+        self.mlp = nn.Sequential(nn.Linear(C, 4 * C), nn.GELU(), nn.Linear(4 * C, C))
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x):  # (B, N, C)
         B, N, C = x.shape
-        q, k, v = self.qkv(self.ln1(x)).view(B, N, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)  # (B, nh, N, hs)
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)  # every code sees every code
+        qkv = self.qkv(self.ln1(x)).view(B, N, 3, self.n_head, C // self.n_head)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, n_head, N, head size)
+        # no mask: every code attends to every code
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
         x = x + self.drop(self.proj(y.transpose(1, 2).reshape(B, N, C)))
         return x + self.drop(self.mlp(self.ln2(x)))
 
@@ -237,7 +243,8 @@ def sample(model, x, mask_id, t_start=None, steps=None, temperature=1.0, seed=0,
         if not reveal.any():
             continue
         probs = predict(model, x, reveal, temperature)  # (M, K)
-        x.view(-1)[reveal.flatten().nonzero().squeeze(1).to(device)] = torch.multinomial(probs, 1, generator=g).squeeze(1)
+        at = reveal.flatten().nonzero().squeeze(1).to(device)
+        x.view(-1)[at] = torch.multinomial(probs, 1, generator=g).squeeze(1)
         if on_step is not None:
             on_step(x)
     return x
@@ -252,8 +259,7 @@ def load_vqgan(path, device):
         print(f"note: no VQGAN checkpoint at {path}: sample previews are off")
         return None
     ckpt = load_checkpoint(path, "vqgan")
-    cfg = ckpt["config"]
-    vq = VQGAN(VQGANConfig(**{**cfg, "ch_mult": tuple(cfg["ch_mult"]), "attn_resolutions": tuple(cfg["attn_resolutions"])}))
+    vq = VQGAN(VQGANConfig.from_dict(ckpt["config"]))
     vq.load_state_dict(ckpt["model"])
     return vq.to(device).eval()
 
@@ -281,7 +287,8 @@ def main(args):
     ckpt = load_checkpoint(ckpt_path, "absorbing") if args.resume else None
     if ckpt is not None:  # the run's settings come from the checkpoint; --max-steps may grow
         max_steps = args.max_steps
-        vars(args).update({k: v for k, v in ckpt["args"].items() if k not in ("resume", "device", "max_steps", "out_dir")})
+        keep = ("resume", "device", "max_steps", "out_dir")
+        vars(args).update({k: v for k, v in ckpt["args"].items() if k not in keep})
         args.max_steps = max(max_steps, ckpt["step"])
     codes, K, vqgan_path = load_codes(args.codes, args.codebook_size)
     train_codes, val_codes = split_codes(codes.flatten(1))
@@ -299,16 +306,10 @@ def main(args):
     ema = Transformer(cfg).to(device).eval().requires_grad_(False)
     ema.load_state_dict(model.state_dict())
     decay, no_decay = [p for p in model.parameters() if p.dim() >= 2], [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=args.lr, betas=(0.9, 0.95))
-    step = 0
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        ema.load_state_dict(ckpt["ema"])
-        opt.load_state_dict(ckpt["opt"])
-        step = ckpt["step"]
-        if len(ckpt["rng"]) == world_size:
-            set_rng_states(ckpt["rng"], rank)
+    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95))
+    parts = dict(model=model, ema=ema, opt=opt)  # what a checkpoint holds, besides settings
+    step = restore(ckpt, parts, rank, world_size) if ckpt else 0
     if is_main:
         n_params = sum(p.numel() for p in model.parameters())
         print(f"prior {n_params / 1e6:.2f}M parameters, {h}x{w} codes from {K}, T = {T}, loss {args.loss}; "
@@ -320,10 +321,10 @@ def main(args):
         model = nn.parallel.DistributedDataParallel(model)
     train_model = torch.compile(model) if args.compile else model
 
-    def checkpoint():
+    def checkpoint():  # the VQGAN's path is kept relative to OUT, so that OUT can move
         state = dict(kind="absorbing", version=CHECKPOINT_VERSION, config=asdict(cfg), args=vars(args), step=step,
-                     model=raw.state_dict(), ema=ema.state_dict(), opt=opt.state_dict(), rng=rng_states(),
-                     diffusion_steps=T, vqgan=os.path.relpath(vqgan_path, out) if vqgan_path else None)
+                     rng=rng_states(), diffusion_steps=T, vqgan=vqgan_path and os.path.relpath(vqgan_path, out),
+                     **{k: v.state_dict() for k, v in parts.items()})
         if is_main:
             save_checkpoint(state, ckpt_path)
 
@@ -334,7 +335,8 @@ def main(args):
     bar = tqdm(total=args.max_steps, initial=step, disable=not is_main, desc="absorbing")
     while step < args.max_steps:
         model.train()
-        x_0 = train_codes[batch_indices(step, len(train_codes), args.batch_size, args.seed, rank, world_size)].to(device)
+        batch = batch_indices(step, len(train_codes), args.batch_size, args.seed, rank, world_size)
+        x_0 = train_codes[batch].to(device)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
@@ -385,7 +387,7 @@ def get_args(argv=None):
     p.add_argument("--max-steps", type=positive_int, default=2000, help="training steps")
     p.add_argument("--batch-size", type=positive_int, default=32, help="global batch size (split over torchrun ranks)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (the paper: 2e-4, FFHQ 1e-4)")
-    p.add_argument("--warmup-steps", type=positive_int, default=100, help="linear warm-up steps (the paper: 10000-30000)")
+    p.add_argument("--warmup-steps", type=positive_int, default=100, help="linear warm-up (the paper: 10000-30000)")
     p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay of the matrices")
     p.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradient norm at this")
     p.add_argument("--ema-decay", type=float, default=0.995, help="EMA decay of the weights per step")
@@ -400,7 +402,7 @@ def get_args(argv=None):
     p.add_argument("--sample-every", type=int, default=1000, help="steps between sample previews (0: none)")
     p.add_argument("--sample-steps", type=positive_int, default=None, help="sampling steps of the previews (default T)")
     p.add_argument("--ckpt-every", type=positive_int, default=500, help="steps between checkpoints")
-    p.add_argument("--resume", action="store_true", help="continue OUT/absorbing.pt (same settings; --max-steps may grow)")
+    p.add_argument("--resume", action="store_true", help="continue OUT/absorbing.pt (--max-steps may grow)")
     args = p.parse_args(argv)
     for k, v in PRIOR_PRESETS[args.preset].items():
         if getattr(args, k) is None:
@@ -408,7 +410,7 @@ def get_args(argv=None):
     if args.n_embd % args.n_head:
         p.error(f"--n-embd {args.n_embd} is not divisible by --n-head {args.n_head}")
     if args.batch_size % int(os.environ.get("WORLD_SIZE", 1)):
-        p.error(f"--batch-size {args.batch_size} is not divisible by the number of processes {os.environ['WORLD_SIZE']}")
+        p.error(f"--batch-size {args.batch_size} is not divisible by the {os.environ['WORLD_SIZE']} processes")
     return args
 
 

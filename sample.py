@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from absorbing import denoise, load_vqgan, prior_from_checkpoint, sample
-from vqgan import bf16_is_fast, load_checkpoint, load_image, positive_int, save_grid, to_float, to_uint8
+from common import bf16_is_fast, load_checkpoint, positive_int, save_grid
+from vqgan import load_image, to_float, to_uint8
 
 # -----------------------------------------------------------------------------
 # Larger than training (Sec. 3.3): the network only knows h x w grids, so a larger grid's prediction at
@@ -69,7 +70,8 @@ def inpaint_inputs(vqgan, image_path, mask_path, mask_id, device):
                              f"is {img.size[0]}x{img.size[1]}; they must be the same size")
         region = np.asarray(ImageOps.fit(mask.convert("L"), (size, size), Image.NEAREST)) > 127  # white: regenerate
     image = to_float(torch.from_numpy(load_image(image_path, size).copy())[None]).to(device)
-    masked = F.max_pool2d(torch.from_numpy(region).float()[None, None], vqgan.cfg.downsample)[0, 0].bool()  # (h, w): patch touches region
+    # (h, w): a code is masked if any pixel of its f x f patch is in the region
+    masked = F.max_pool2d(torch.from_numpy(region).float()[None, None], vqgan.cfg.downsample)[0, 0].bool()
     if not masked.any():
         raise SystemExit(f"error: the mask {mask_path} has no white pixel, so there is nothing to inpaint")
     codes = vqgan.encode(image)
@@ -159,7 +161,7 @@ def get_args(argv=None):
     p.add_argument("--vqgan", default=None, help="the VQGAN checkpoint (default: the one the prior names)")
     p.add_argument("--n-samples", type=positive_int, default=64, help="number of images")
     p.add_argument("--batch-size", type=positive_int, default=64, help="images sampled at once")
-    p.add_argument("--sample-steps", type=positive_int, default=None, help="network calls at most (default T: no skipping)")
+    p.add_argument("--sample-steps", type=positive_int, default=None, help="network calls at most (default T)")
     p.add_argument("--temperature", type=float, default=1.0, help="divides the logits; < 1 is more conservative")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--out", default="out/samples.png", help="PNG grid to write")

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageOps
 from tqdm import tqdm
 
-CHECKPOINT_VERSION = 1
+from common import (CHECKPOINT_VERSION, StepBatches, append_log, bf16_is_fast, load_checkpoint, mean_over_ranks,
+                    positive_int, restore, rng_states, save_checkpoint, save_grid, setup_distributed)
 
 # -----------------------------------------------------------------------------
 # Presets. 'shapes' is small enough to train on a laptop CPU in minutes; the other three hold the
@@ -168,39 +169,11 @@ def load_data(data, data_dir, img_size, n_shapes=10000, val_fraction=0.05, seed=
         return torch.from_numpy(train), torch.from_numpy(val), labels
     folder = Path(data_dir or (Path("data") / data if data in DATA_SOURCES else data))
     if not folder.is_dir():
-        where = f"; get {DATA_SOURCES[data]} and put the images there (or pass --data-dir)" if data in DATA_SOURCES else ""
+        where = f"; get {DATA_SOURCES[data]} and put the images there (or pass --data-dir)" if data in DATA_SOURCES \
+            else ""
         raise SystemExit(f"error: image folder {folder} does not exist{where}")
     train, val = split_paths(scan_folder(folder), folder, val_fraction)
     return ImageFolder(train, img_size), ImageFolder(val, img_size), None
-
-
-def batch_indices(step, n, batch_size, seed, rank=0, world_size=1):
-    """This rank's share of the global batch at `step`: the data is read in epochs, each a permutation
-    seeded by (seed, epoch), so a batch depends only on the step number and an interrupted run resumes
-    on exactly the batches it would have seen."""
-    start = step * batch_size
-    positions = range(start + rank * batch_size // world_size, start + (rank + 1) * batch_size // world_size)
-    perms = {}
-    out = []
-    for p in positions:
-        epoch = p // n
-        if epoch not in perms:
-            perms[epoch] = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
-        out.append(int(perms[epoch][p % n]))
-    return out
-
-
-class StepBatches(torch.utils.data.Sampler):
-    """The index batches of steps start, start + 1, ... for a DataLoader's batch_sampler."""
-
-    def __init__(self, n, start, batch_size, seed, rank=0, world_size=1):
-        self.n, self.start, self.batch_size, self.seed, self.rank, self.world_size = n, start, batch_size, seed, rank, world_size
-
-    def __iter__(self):
-        step = self.start
-        while True:
-            yield batch_indices(step, self.n, self.batch_size, self.seed, self.rank, self.world_size)
-            step += 1
 
 
 def to_float(images):
@@ -212,14 +185,6 @@ def to_uint8(x):
     """float (B, 3, H, W) in [-1, 1] -> uint8 (B, H, W, 3)."""
     return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
 
-
-def save_grid(images, path, nrow=8):
-    """Save uint8 (B, H, W, 3) images as one PNG grid, `nrow` images a row (the write is atomic)."""
-    from torchvision.utils import make_grid
-    grid = make_grid(images.permute(0, 3, 1, 2), nrow=nrow, padding=1, pad_value=255).permute(1, 2, 0)
-    tmp = f"{path}.tmp.png"
-    Image.fromarray(grid.numpy()).save(tmp)
-    os.replace(tmp, path)
 
 # -----------------------------------------------------------------------------
 # The model: a convolutional encoder and decoder (residual blocks, self-attention at the lowest
@@ -236,6 +201,10 @@ class VQGANConfig:
     emb_dim: int = 32                 # D, the size of a code vector
     codebook_size: int = 128          # K, the number of codes
     beta: float = 0.25                # weight of the commitment term
+
+    @classmethod
+    def from_dict(cls, d):  # a checkpoint's plain values back to a config
+        return cls(**{**d, "ch_mult": tuple(d["ch_mult"]), "attn_resolutions": tuple(d["attn_resolutions"])})
 
     @property
     def downsample(self):  # f: an image side of S pixels gives S / f codes
@@ -389,7 +358,8 @@ def patch_discriminator(ndf=64, n_layers=3):
     layers, ch = [nn.Conv2d(3, ndf, 4, 2, 1), nn.LeakyReLU(0.2)], ndf
     for i in range(1, n_layers + 1):
         cout = ndf * min(2 ** i, 8)
-        layers += [nn.Conv2d(ch, cout, 4, 2 if i < n_layers else 1, 1, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2)]
+        stride = 2 if i < n_layers else 1
+        layers += [nn.Conv2d(ch, cout, 4, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2)]
         ch = cout
     layers.append(nn.Conv2d(ch, 1, 4, 1, 1))
     disc = nn.Sequential(*layers)
@@ -415,8 +385,9 @@ def diffaug(x, translation=0.125):
     sy, sx = int(H * translation + 0.5), int(W * translation + 0.5)
     dy = torch.randint(-sy, sy + 1, (B, 1, 1), device=x.device)
     dx = torch.randint(-sx, sx + 1, (B, 1, 1), device=x.device)
-    gy = (torch.arange(H, device=x.device).view(1, H, 1) + dy + 1).clamp(0, H + 1)  # (B, H, 1) rows in the padded image
-    gx = (torch.arange(W, device=x.device).view(1, 1, W) + dx + 1).clamp(0, W + 1)  # (B, 1, W); row/col 0 and H+1 are zeros
+    # rows (B, H, 1) and columns (B, 1, W) to read in the zero-padded image; its rows/columns 0 and H+1 are zeros
+    gy = (torch.arange(H, device=x.device).view(1, H, 1) + dy + 1).clamp(0, H + 1)
+    gx = (torch.arange(W, device=x.device).view(1, 1, W) + dx + 1).clamp(0, W + 1)
     padded = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1)  # (B, H+2, W+2, 3)
     return padded[torch.arange(B, device=x.device).view(B, 1, 1), gy, gx].permute(0, 3, 1, 2)
 
@@ -447,92 +418,6 @@ def load_lpips(device):
     return lpips.LPIPS(net="vgg", verbose=False).to(device).eval().requires_grad_(False)
 
 # -----------------------------------------------------------------------------
-# Plumbing shared by the training scripts: devices, torchrun, checkpoints, random states.
-
-
-def bf16_is_fast(device):
-    """bfloat16 autocast pays on CUDA and on CPUs with bf16 matrix instructions (AVX512-BF16, AMX);
-    elsewhere it is emulated and slower than float32."""
-    if device.type == "cuda":
-        return True
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return device.type == "cpu" and ("avx512_bf16" in flags or "amx_bf16" in flags)
-
-
-def setup_distributed(device="auto"):
-    """(rank, world_size, device); joins the process group when started by torchrun (nccl on GPUs, gloo on CPUs)."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if "RANK" not in os.environ:
-        return 0, 1, torch.device(device)
-    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    if device == "cuda":
-        device = f"cuda:{os.environ['LOCAL_RANK']}"
-        torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    return rank, world_size, torch.device(device)
-
-
-def save_checkpoint(obj, path):
-    """Write to a temporary file, then rename: a crash mid-write never leaves a half-written checkpoint."""
-    tmp = f"{path}.tmp"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path, kind):
-    """A checkpoint written by this project's `kind` stage ('vqgan' or 'absorbing'), loaded with
-    weights_only=True: tensors and plain values only, so a crafted file cannot run code."""
-    if not os.path.isfile(path):
-        raise SystemExit(f"error: checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise SystemExit(f"error: cannot load {path} as a checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
-    found = ckpt.get("kind") if isinstance(ckpt, dict) else None
-    if found != kind:
-        raise SystemExit(f"error: {path} is {'a ' + found if found else 'not a'} checkpoint of this project, "
-                         f"but a {kind} checkpoint is needed here")
-    if ckpt.get("version", 0) > CHECKPOINT_VERSION:
-        raise SystemExit(f"error: {path} has format version {ckpt['version']}, newer than this code's "
-                         f"{CHECKPOINT_VERSION}; update the code")
-    return ckpt
-
-
-def rng_states():
-    """The random states of every rank (a list indexed by rank), for an exact resume."""
-    state = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
-    if not dist.is_initialized():
-        return [state]
-    states = [None] * dist.get_world_size()
-    dist.all_gather_object(states, state)
-    return states
-
-
-def set_rng_states(states, rank):
-    state = states[rank]
-    torch.set_rng_state(state["cpu"])
-    if state["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
-
-
-def mean_over_ranks(metrics):
-    """Average a dict of floats over all ranks (for logging the global batch's numbers)."""
-    if not dist.is_initialized():
-        return metrics
-    t = torch.tensor(list(metrics.values()), dtype=torch.float64)
-    dist.all_reduce(t)
-    return dict(zip(metrics, (t / dist.get_world_size()).tolist()))
-
-
-def append_log(path, record):
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-# -----------------------------------------------------------------------------
 # Training
 
 
@@ -551,7 +436,7 @@ def train_step(model, disc, opt, d_opt, x, step, args, perceptual):
         l1 = (x - x_hat).abs().mean()
         rec = l1 + (args.perceptual_weight * perceptual(x, x_hat).mean() if perceptual else 0.0)
         gan = -raw_disc(diffaug(x_hat)).mean() if gan_on else torch.zeros((), device=x.device)
-    lam = adaptive_weight(rec, gan, raw.decoder[-1].weight, args.lambda_max) if gan_on else torch.zeros((), device=x.device)
+    lam = adaptive_weight(rec, gan, raw.decoder[-1].weight, args.lambda_max) if gan_on else torch.zeros_like(gan)
     loss = rec + lam * gan + loss_vq
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -607,10 +492,10 @@ def main(args):
     ckpt = load_checkpoint(ckpt_path, "vqgan") if args.resume or args.encode_only else None
     if ckpt is not None:  # the run's settings come from the checkpoint; flags given now may extend max_steps
         max_steps = args.max_steps
-        vars(args).update({k: v for k, v in ckpt["args"].items() if k not in ("resume", "encode_only", "device", "max_steps", "out_dir", "num_workers")})
+        keep = ("resume", "encode_only", "device", "max_steps", "out_dir", "num_workers")
+        vars(args).update({k: v for k, v in ckpt["args"].items() if k not in keep})
         args.max_steps = max_steps or ckpt["args"]["max_steps"]
-    cfg = VQGANConfig(**{**ckpt["config"], "ch_mult": tuple(ckpt["config"]["ch_mult"]),
-                         "attn_resolutions": tuple(ckpt["config"]["attn_resolutions"])}) if ckpt else \
+    cfg = VQGANConfig.from_dict(ckpt["config"]) if ckpt else \
         VQGANConfig(**{k: getattr(args, k) for k in VQGANConfig.__dataclass_fields__})
     train_set, val_set, labels = load_data(args.data, args.data_dir, cfg.img_size, args.n_shapes)
 
@@ -620,22 +505,16 @@ def main(args):
     # Adam moves a weight by about lr a step, so codes initialised near 0 need ~1/lr steps to reach the encoder's
     # outputs, and most are never picked meanwhile; a larger codebook lr lets a short run use its codebook
     others = [p for n, p in model.named_parameters() if not n.startswith("codebook.")]
-    opt = torch.optim.Adam([{"params": others}, {"params": model.codebook.parameters(), "lr": args.lr * args.codebook_lr_mult}],
-                           lr=args.lr, betas=(0.5, 0.9))
+    codebook = {"params": model.codebook.parameters(), "lr": args.lr * args.codebook_lr_mult}
+    opt = torch.optim.Adam([{"params": others}, codebook], lr=args.lr, betas=(0.5, 0.9))
     d_opt = torch.optim.Adam(disc.parameters(), lr=args.lr, betas=(0.5, 0.9))
-    step = 0
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        disc.load_state_dict(ckpt["disc"])
-        opt.load_state_dict(ckpt["opt"])
-        d_opt.load_state_dict(ckpt["d_opt"])
-        step = ckpt["step"]
-        if len(ckpt["rng"]) == world_size:
-            set_rng_states(ckpt["rng"], rank)
+    parts = dict(model=model, disc=disc, opt=opt, d_opt=d_opt)  # what a checkpoint holds, besides settings
+    step = restore(ckpt, parts, rank, world_size) if ckpt else 0
     if is_main:
         n_params = sum(p.numel() for p in model.parameters())
         h = cfg.img_size // cfg.downsample
-        print(f"VQGAN {n_params / 1e6:.2f}M parameters, {cfg.img_size}px images -> {h}x{h} codes from {cfg.codebook_size}; "
+        print(f"VQGAN {n_params / 1e6:.2f}M parameters, {cfg.img_size}px images -> {h}x{h} codes from "
+              f"{cfg.codebook_size}; "
               f"{len(train_set)} training / {len(val_set)} validation images; device {device}, world size {world_size}")
     if args.encode_only:
         return finish(model, train_set, labels, ckpt_path, args, device, is_main)
@@ -649,12 +528,12 @@ def main(args):
         train_set, batch_sampler=StepBatches(len(train_set), step, args.batch_size, args.seed, rank, world_size),
         num_workers=args.num_workers, persistent_workers=args.num_workers > 0,
         generator=torch.Generator()))  # its own generator: making the loader must not draw from the global RNG
-    val_x = to_float(torch.stack([val_set[i] for i in range(min(64, len(val_set)))])).to(device)  # PSNR on 64, grid of 8
+    # PSNR on 64 validation images, the grid shows 8
+    val_x = to_float(torch.stack([val_set[i] for i in range(min(64, len(val_set)))])).to(device)
 
     def checkpoint():
         state = dict(kind="vqgan", version=CHECKPOINT_VERSION, config=asdict(cfg), args=vars(args), step=step,
-                     model=raw.state_dict(), disc=(disc.module if world_size > 1 else disc).state_dict(),
-                     opt=opt.state_dict(), d_opt=d_opt.state_dict(), rng=rng_states())
+                     rng=rng_states(), **{k: v.state_dict() for k, v in parts.items()})
         if is_main:
             save_checkpoint(state, ckpt_path)
 
@@ -678,7 +557,8 @@ def main(args):
             raw.eval()
             with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
                 val_hat = raw(val_x)[0]
-            save_grid(torch.cat([to_uint8(val_x[:8]), to_uint8(val_hat[:8])]), out / f"recon_{step:06d}.png", nrow=len(val_x[:8]))
+            grid = torch.cat([to_uint8(val_x[:8]), to_uint8(val_hat[:8])])
+            save_grid(grid, out / f"recon_{step:06d}.png", nrow=len(grid) // 2)
             append_log(out / "vqgan_log.jsonl", dict(step=step, val_psnr=psnr(val_x, val_hat)))
         if step % args.ckpt_every == 0 or step == args.max_steps:
             checkpoint()
@@ -698,17 +578,10 @@ def finish(model, train_set, labels, ckpt_path, args, device, is_main):
         dist.destroy_process_group()
 
 
-def positive_int(s):
-    v = int(s)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {s}")
-    return v
-
-
 def get_args(argv=None):
     p = argparse.ArgumentParser(description="Stage 1: train a VQGAN and encode the images to codes.npy",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", default="shapes", help="'shapes' (built in), a folder of images, or a preset: ffhq, churches, bedrooms")
+    p.add_argument("--data", default="shapes", help="'shapes' (built in), an image folder, or ffhq, churches, bedrooms")
     p.add_argument("--data-dir", default=None, help="where a preset's images are (default data/NAME)")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="hyperparameters (default: the --data preset; ffhq's for a folder)")
@@ -718,7 +591,7 @@ def get_args(argv=None):
     p.add_argument("--nf", type=positive_int, default=None, help="encoder/decoder channels at full resolution")
     p.add_argument("--ch-mult", type=positive_int, nargs="+", default=None, help="channel multiplier per resolution")
     p.add_argument("--res-blocks", type=positive_int, default=None, help="residual blocks per resolution")
-    p.add_argument("--attn-resolutions", type=positive_int, nargs="*", default=None, help="feature sizes with self-attention")
+    p.add_argument("--attn-resolutions", type=positive_int, nargs="*", default=None, help="sizes with attention")
     p.add_argument("--emb-dim", type=positive_int, default=None, help="dimension D of a code vector")
     p.add_argument("--codebook-size", type=positive_int, default=None, help="number K of codes")
     p.add_argument("--beta", type=float, default=None, help="weight of the commitment loss")
@@ -726,17 +599,17 @@ def get_args(argv=None):
     p.add_argument("--disc-layers", type=positive_int, default=None, help="discriminator stride-2 layers")
     p.add_argument("--disc-start", type=int, default=None, help="step at which the GAN loss switches on")
     p.add_argument("--lambda-max", type=float, default=None, help="clamp on the adaptive GAN weight (Eq. 9c)")
-    p.add_argument("--perceptual-weight", type=float, default=None, help="weight of LPIPS (needs VGG16 weights; 0 = off)")
+    p.add_argument("--perceptual-weight", type=float, default=None, help="weight of LPIPS (needs VGG16 weights)")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate")
     p.add_argument("--codebook-lr-mult", type=float, default=None, help="the codebook's learning rate over --lr")
-    p.add_argument("--batch-size", type=positive_int, default=None, help="global batch size (split over torchrun ranks)")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="global batch (split over torchrun ranks)")
     p.add_argument("--max-steps", type=positive_int, default=None, help="training steps")
     p.add_argument("--hflip", action="store_true", help="random horizontal flips")
     p.add_argument("--seed", type=int, default=0, help="random seed of the run")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.add_argument("--bf16", default="auto", choices=["auto", "on", "off"],
                    help="bfloat16 autocast (auto: on for CUDA and for CPUs with bf16 instructions)")
-    p.add_argument("--num-workers", type=int, default=None, help="data loading processes (default 0 for shapes, 4 otherwise)")
+    p.add_argument("--num-workers", type=int, default=None, help="data loaders (default 0 for shapes, else 4)")
     p.add_argument("--log-every", type=positive_int, default=20, help="steps between log lines")
     p.add_argument("--sample-every", type=positive_int, default=200, help="steps between reconstruction grids")
     p.add_argument("--ckpt-every", type=positive_int, default=200, help="steps between checkpoints")
@@ -752,9 +625,9 @@ def get_args(argv=None):
         args.num_workers = 0 if args.data == "shapes" else 4
     f = 2 ** (len(args.ch_mult) - 1)
     if args.img_size % f:
-        p.error(f"--img-size {args.img_size} is not divisible by the down-sampling factor {f} of --ch-mult {args.ch_mult}")
+        p.error(f"--img-size {args.img_size} is not divisible by the down-sampling factor {f} of --ch-mult")
     if args.batch_size % int(os.environ.get("WORLD_SIZE", 1)):
-        p.error(f"--batch-size {args.batch_size} is not divisible by the number of processes {os.environ['WORLD_SIZE']}")
+        p.error(f"--batch-size {args.batch_size} is not divisible by the {os.environ['WORLD_SIZE']} processes")
     return args
 
 

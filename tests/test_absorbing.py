@@ -13,6 +13,7 @@ import torch
 from scipy.stats import chisquare
 
 import absorbing as A
+import common as C
 
 N, K = 3, 3
 MASK = K
@@ -364,9 +365,9 @@ def test_bad_flags_are_rejected(capsys):
 
 
 def run(folder, *flags):
-    args = A.get_args(["--codes", str(folder / "codes.npy"), "--out-dir", str(folder), "--n-layer", "2", "--n-embd", "32",
-                       "--n-head", "2", "--batch-size", "16", "--log-every", "5", "--sample-every", "0", "--bf16", "off",
-                       "--warmup-steps", "10", *flags])
+    args = A.get_args(["--codes", str(folder / "codes.npy"), "--out-dir", str(folder), "--n-layer", "2",
+                       "--n-embd", "32", "--n-head", "2", "--batch-size", "16", "--log-every", "5",
+                       "--sample-every", "0", "--bf16", "off", "--warmup-steps", "10", *flags])
     A.main(args)
 
 
@@ -376,7 +377,7 @@ def test_short_run_lowers_the_validation_elbo(tmp_path):
     log = [json.loads(line) for line in open(tmp_path / "absorbing_log.jsonl")]
     val = [r["val_elbo"] for r in log if "val_elbo" in r]
     assert val[-1] < val[0] - 1.0 and val[-1] < math.log2(16) - 1.0
-    ckpt = A.load_checkpoint(tmp_path / "absorbing.pt", "absorbing")
+    ckpt = C.load_checkpoint(tmp_path / "absorbing.pt", "absorbing")
     assert ckpt["diffusion_steps"] == 16 and ckpt["vqgan"] == "vqgan.pt"
 
 
@@ -387,7 +388,7 @@ def test_resume_continues_the_same_run(tmp_path):
     run(a, "--max-steps", "12", "--eval-every", "100")
     run(b, "--max-steps", "5", "--eval-every", "100")
     A.main(A.get_args(["--codes", str(b / "codes.npy"), "--out-dir", str(b), "--resume", "--max-steps", "12"]))
-    ca, cb = (A.load_checkpoint(d / "absorbing.pt", "absorbing") for d in (a, b))
+    ca, cb = (C.load_checkpoint(d / "absorbing.pt", "absorbing") for d in (a, b))
     assert ca["step"] == cb["step"] == 12
     for part in ("model", "ema"):
         for k in ca[part]:
@@ -404,4 +405,4 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
     done = subprocess.run(cmd, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert A.load_checkpoint(tmp_path / "absorbing.pt", "absorbing")["step"] == 6
+    assert C.load_checkpoint(tmp_path / "absorbing.pt", "absorbing")["step"] == 6

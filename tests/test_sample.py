@@ -5,6 +5,7 @@ import torch
 from PIL import Image
 
 import absorbing as A
+import common as C
 import sample as S
 import vqgan as V
 
@@ -55,8 +56,8 @@ def test_mixture_is_the_average_over_the_windows_that_contain_each_position(stri
 def test_large_sample_every_code_revealed_and_decoded_size(tiny_run, tmp_path):
     out = tmp_path / "big.png"
     S.main(S.get_args(["--ckpt", str(tiny_run / "absorbing.pt"), "--n-samples", "2", "--latent-size", "12", "10",
-                       "--window-stride", "3", "--sample-steps", "20", "--out", str(out), "--images", str(tmp_path / "each"),
-                       "--gif", str(tmp_path / "u.gif")]))
+                       "--window-stride", "3", "--sample-steps", "20", "--out", str(out),
+                       "--images", str(tmp_path / "each"), "--gif", str(tmp_path / "u.gif")]))
     assert Image.open(tmp_path / "each" / "00000.png").size == (40, 48)  # W * f, H * f with f = 4
     assert Image.open(tmp_path / "u.gif").n_frames > 5
 
@@ -76,7 +77,7 @@ def test_inpainting_keeps_known_codes_and_pixels_outside_the_region(tiny_run, tm
     codes, img, masked = S.inpaint_inputs(vq, tmp_path / "img.png", tmp_path / "mask.png", 128, "cpu")
     # the mask covers pixels 8..19 x 8..15: code patches (4 pixels) 2..4 across and 2..3 down
     assert masked.nonzero().tolist() == [[r, c] for r in (2, 3) for c in (2, 3, 4)]
-    prior = A.prior_from_checkpoint(A.load_checkpoint(tiny_run / "absorbing.pt", "absorbing"))
+    prior = A.prior_from_checkpoint(C.load_checkpoint(tiny_run / "absorbing.pt", "absorbing"))
     x = A.sample(prior, codes.expand(3, -1, -1), 128, seed=0)
     assert (x[:, ~masked] == vq.encode(img)[:, ~masked]).all() and (x < 128).all()
     S.main(S.get_args(["--ckpt", str(tiny_run / "absorbing.pt"), "--inpaint", str(tmp_path / "img.png"), "--mask",
@@ -97,12 +98,13 @@ def test_bad_inputs_are_one_line_errors(tiny_run, tmp_path):
         S.main(S.get_args(["--ckpt", str(tiny_run / "vqgan.pt")]))
     with pytest.raises(SystemExit, match="smaller than the prior's 8x8 window"):
         S.main(S.get_args(["--ckpt", prior, "--latent-size", "6", "16"]))
+    inpaint = ["--ckpt", prior, "--inpaint", str(tmp_path / "img.png"), "--mask", str(tmp_path / "mask.png")]
     make_inpainting_inputs(tmp_path, size=(40, 32))
     with pytest.raises(SystemExit, match="mask .* is 40x32 but the image .* is 32x32"):
-        S.main(S.get_args(["--ckpt", prior, "--inpaint", str(tmp_path / "img.png"), "--mask", str(tmp_path / "mask.png")]))
+        S.main(S.get_args(inpaint))
     make_inpainting_inputs(tmp_path, mask_box=(0, 0, 0, 0))
     with pytest.raises(SystemExit, match="no white pixel"):
-        S.main(S.get_args(["--ckpt", prior, "--inpaint", str(tmp_path / "img.png"), "--mask", str(tmp_path / "mask.png")]))
+        S.main(S.get_args(inpaint))
     for flags in (["--temperature", "0"], ["--inpaint", "a.png"], ["--n-samples", "-1"]):
         with pytest.raises(SystemExit):
             S.get_args(flags)

@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
+import common as C
 import vqgan as V
 
 # ----------------------------------------------------------------------------- quantizer
@@ -162,13 +162,6 @@ def test_empty_folder_and_missing_preset_folder_are_one_line_errors(tmp_path, mo
         V.load_data("ffhq", None, 256)
 
 
-def test_batches_depend_only_on_step_and_split_over_ranks():
-    full = V.batch_indices(7, 50, 8, seed=1)
-    assert full == V.batch_indices(7, 50, 8, seed=1)
-    assert V.batch_indices(7, 50, 8, 1, rank=0, world_size=2) + V.batch_indices(7, 50, 8, 1, rank=1, world_size=2) == full
-    epoch = sum((V.batch_indices(s, 48, 8, seed=1) for s in range(6)), [])
-    assert sorted(epoch) == list(range(48))  # one epoch visits every image once
-
 # ----------------------------------------------------------------------------- model and runs
 
 
@@ -218,18 +211,10 @@ def test_resume_continues_the_same_run(tmp_path):
     run(a, "--max-steps", "12", "--disc-start", "6", "--batch-size", "8")
     run(b, "--max-steps", "7", "--disc-start", "6", "--batch-size", "8")
     V.main(V.get_args(["--out-dir", str(b), "--resume", "--max-steps", "12"]))
-    ca, cb = (V.load_checkpoint(d / "vqgan.pt", "vqgan") for d in (a, b))
+    ca, cb = (C.load_checkpoint(d / "vqgan.pt", "vqgan") for d in (a, b))
     assert ca["step"] == cb["step"] == 12
     for part in ("model", "disc"):
         for k in ca[part]:
             assert torch.equal(ca[part][k], cb[part][k]), (part, k)
     assert torch.equal(ca["opt"]["state"][0]["exp_avg"], cb["opt"]["state"][0]["exp_avg"])
     assert np.array_equal(np.load(a / "codes.npy"), np.load(b / "codes.npy"))
-
-
-def test_wrong_checkpoint_is_one_line_error(tmp_path):
-    torch.save({"kind": "absorbing", "version": 1}, tmp_path / "x.pt")
-    with pytest.raises(SystemExit, match="is a absorbing checkpoint.*vqgan checkpoint is needed"):
-        V.load_checkpoint(tmp_path / "x.pt", "vqgan")
-    with pytest.raises(SystemExit, match="does not exist"):
-        V.load_checkpoint(tmp_path / "missing.pt", "vqgan")

@@ -1,0 +1,157 @@
+"""
+Plumbing shared by the stages: devices and torchrun, atomic checkpoints loaded safely, random states for an
+exact resume, the order of training batches, logs and image grids. Nothing here is part of the method.
+"""
+import argparse
+import json
+import os
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from PIL import Image
+
+CHECKPOINT_VERSION = 1
+
+
+def bf16_is_fast(device):
+    """bfloat16 autocast pays on CUDA and on CPUs with bf16 matrix instructions (AVX512-BF16, AMX);
+    elsewhere it is emulated and slower than float32."""
+    if device.type == "cuda":
+        return True
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return device.type == "cpu" and ("avx512_bf16" in flags or "amx_bf16" in flags)
+
+
+def setup_distributed(device="auto"):
+    """(rank, world_size, device); joins the process group when started by torchrun (nccl on GPUs, gloo on CPUs)."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if "RANK" not in os.environ:
+        return 0, 1, torch.device(device)
+    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    if device == "cuda":
+        device = f"cuda:{os.environ['LOCAL_RANK']}"
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return rank, world_size, torch.device(device)
+
+
+def save_checkpoint(obj, path):
+    """Write to a temporary file, then rename: a crash mid-write never leaves a half-written checkpoint."""
+    tmp = f"{path}.tmp"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, kind):
+    """A checkpoint written by this project's `kind` stage ('vqgan' or 'absorbing'), loaded with
+    weights_only=True: tensors and plain values only, so a crafted file cannot run code."""
+    if not os.path.isfile(path):
+        raise SystemExit(f"error: checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        why = str(e).splitlines()[0][:200]
+        raise SystemExit(f"error: cannot load {path} as a checkpoint ({type(e).__name__}: {why})")
+    found = ckpt.get("kind") if isinstance(ckpt, dict) else None
+    if found != kind:
+        raise SystemExit(f"error: {path} is {'a ' + found if found else 'not a'} checkpoint of this project, "
+                         f"but a {kind} checkpoint is needed here")
+    if ckpt.get("version", 0) > CHECKPOINT_VERSION:
+        raise SystemExit(f"error: {path} has format version {ckpt['version']}, newer than this code's "
+                         f"{CHECKPOINT_VERSION}; update the code")
+    return ckpt
+
+
+def restore(ckpt, parts, rank, world_size):
+    """Load each named state (model, optimizer, ...) of a checkpoint and this rank's random state; the step."""
+    for name, part in parts.items():
+        part.load_state_dict(ckpt[name])
+    if len(ckpt["rng"]) == world_size:
+        set_rng_states(ckpt["rng"], rank)
+    elif rank == 0:
+        print(f"note: the checkpoint was written by {len(ckpt['rng'])} processes, not {world_size}: the run goes on, "
+              f"but with other random draws than it would have had")
+    return ckpt["step"]
+
+
+def rng_states():
+    """The random states of every rank (a list indexed by rank), for an exact resume."""
+    state = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
+    if not dist.is_initialized():
+        return [state]
+    states = [None] * dist.get_world_size()
+    dist.all_gather_object(states, state)
+    return states
+
+
+def set_rng_states(states, rank):
+    state = states[rank]
+    torch.set_rng_state(state["cpu"])
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def mean_over_ranks(metrics):
+    """Average a dict of floats over all ranks (for logging the global batch's numbers)."""
+    if not dist.is_initialized():
+        return metrics
+    t = torch.tensor(list(metrics.values()), dtype=torch.float64)
+    dist.all_reduce(t)
+    return dict(zip(metrics, (t / dist.get_world_size()).tolist()))
+
+
+def append_log(path, record):
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def batch_indices(step, n, batch_size, seed, rank=0, world_size=1):
+    """This rank's share of the global batch at `step`: the data is read in epochs, each a permutation
+    seeded by (seed, epoch), so a batch depends only on the step number and an interrupted run resumes
+    on exactly the batches it would have seen."""
+    start = step * batch_size
+    positions = range(start + rank * batch_size // world_size, start + (rank + 1) * batch_size // world_size)
+    perms = {}
+    out = []
+    for p in positions:
+        epoch = p // n
+        if epoch not in perms:
+            perms[epoch] = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+        out.append(int(perms[epoch][p % n]))
+    return out
+
+
+class StepBatches(torch.utils.data.Sampler):
+    """The index batches of steps start, start + 1, ... for a DataLoader's batch_sampler."""
+
+    def __init__(self, n, start, batch_size, seed, rank=0, world_size=1):
+        self.n, self.start, self.batch_size, self.seed = n, start, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+
+    def __iter__(self):
+        step = self.start
+        while True:
+            yield batch_indices(step, self.n, self.batch_size, self.seed, self.rank, self.world_size)
+            step += 1
+
+
+def save_grid(images, path, nrow=8):
+    """Save uint8 (B, H, W, 3) images as one PNG grid, `nrow` images a row (the write is atomic)."""
+    from torchvision.utils import make_grid
+    grid = make_grid(images.permute(0, 3, 1, 2), nrow=nrow, padding=1, pad_value=255).permute(1, 2, 0)
+    tmp = f"{path}.tmp.png"
+    Image.fromarray(grid.numpy()).save(tmp)
+    os.replace(tmp, path)
+
+def positive_int(s):
+    v = int(s)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {s}")
+    return v
+
+
