@@ -1,0 +1,395 @@
+"""
+Stage 4: measure a model. Sample quality (FID; Precision, Recall, Density, Coverage), likelihood (ELBO),
+reconstruction quality of the VQGAN, and sampling and training speed. Each mode prints a table, or one JSON
+object with --json.
+
+    python sample.py --n-samples 2000 --images out/fake                         # first, images to judge
+    python evaluate.py --real shapes --fake out/fake --features random          # FID and PRDC, offline
+    python evaluate.py --real data/ffhq --fake out/fake                         # Inception features (weights needed)
+    python evaluate.py --real-features r.npy --fake-features f.npy              # precomputed (N, D) features
+    python evaluate.py --ckpt out/absorbing.pt --codes out/codes.npy            # ELBO of the held-out codes
+    python evaluate.py --vqgan out/vqgan.pt --real shapes --features random     # reconstruction quality
+    python evaluate.py --speed --ckpt out/absorbing.pt                          # sampling and training speed
+
+Features come from the standard FID Inception network (pytorch-fid's weights, pool3, 2048-d) or, with
+--features random, from a seeded random-weight CNN (Naeem et al. 2020, Sec. 5, find random embeddings usable
+to compare models); numbers from the latter are labelled so and are not comparable with published FIDs.
+"""
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.linalg
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from absorbing import (PRIOR_PRESETS, PriorConfig, Transformer, elbo_bits, load_codes, load_vqgan,
+                       prior_from_checkpoint, sample, split_codes, training_losses)
+from common import bf16_is_fast, load_checkpoint, positive_int
+from vqgan import ImageFolder, codebook_usage, load_lpips, make_shapes, psnr, scan_folder, to_float
+
+# -----------------------------------------------------------------------------
+# Images and their features
+
+
+def load_images(source, n, img_size, seed=0):
+    """A dataset of uint8 (S, S, 3) images: the built-in 'shapes' (seed 0: the training images; --fake shapes
+    uses seed 1, images never trained on) or a folder's images, resized and centre-cropped; at most n of them."""
+    if source == "shapes":
+        return torch.from_numpy(make_shapes(n, img_size, seed=seed)[0])
+    if not Path(source).is_dir():
+        raise SystemExit(f"error: image folder {source} does not exist")
+    return ImageFolder(scan_folder(source)[:n], img_size)
+
+
+def inception_network():
+    """pytorch-fid's InceptionV3 (pool3, 2048-d), whose weights are downloaded on first use; offline they must
+    already be in torch's cache."""
+    from pytorch_fid.inception import FID_WEIGHTS_URL, InceptionV3
+    path = Path(torch.hub.get_dir()) / "checkpoints" / Path(FID_WEIGHTS_URL).name
+    if not path.exists():
+        raise SystemExit(f"error: FID's Inception weights {path} are missing; download {FID_WEIGHTS_URL} into "
+                         f"{path.parent}, or pass --features random")
+    net = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]])  # resizes to 299 and rescales [0, 1] inputs itself
+    return lambda x: net((x + 1) / 2)[0].flatten(1), net
+
+
+def random_network(seed=0):
+    """A randomly initialised CNN with a fixed seed: images resized to 64x64 -> 512-d after average pooling. He
+    initialisation keeps the features' scale near 1 through the layers (PyTorch's default init shrinks it), and
+    the last layer has no ReLU, so that no feature is constant (a singular covariance)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        net = nn.Sequential(nn.Conv2d(3, 64, 3, 1, 1), nn.ReLU(), nn.Conv2d(64, 128, 4, 2, 1), nn.ReLU(),
+                            nn.Conv2d(128, 256, 4, 2, 1), nn.ReLU(), nn.Conv2d(256, 512, 4, 2, 1),
+                            nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        for conv in net[::2][:4]:
+            nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+            nn.init.zeros_(conv.bias)
+    return lambda x: net(F.interpolate(x, size=(64, 64), mode="bilinear", antialias=True, align_corners=False)), net
+
+
+FEATURE_LABELS = {"inception": "Inception-v3 pool3 (FID's standard network)",
+                  "random": "seeded random-weight CNN: NOT comparable with published (Inception) numbers"}
+
+
+@torch.no_grad()
+def features_of(embed, images, device, batch_size=100, desc="features"):
+    """(N, D) float64 features of a dataset of uint8 images (tqdm over batches)."""
+    loader = torch.utils.data.DataLoader(images, batch_size=batch_size)
+    return torch.cat([embed(to_float(x.to(device))).double().cpu() for x in tqdm(loader, desc=desc)]).numpy()
+
+
+def load_features(path):
+    try:
+        feats = np.load(path, allow_pickle=False)
+    except Exception as e:
+        raise SystemExit(f"error: cannot read features {path} ({type(e).__name__}: {str(e).splitlines()[0][:150]})")
+    if feats.ndim != 2:
+        raise SystemExit(f"error: features {path} have shape {feats.shape}; they must be (N, D)")
+    return feats.astype(np.float64)
+
+# -----------------------------------------------------------------------------
+# FID (Heusel et al. 2017): the Frechet distance between Gaussians fitted to the two sets of features
+
+
+def statistics(features):  # (N, D) -> mean (D,), covariance (D, D) (unbiased, as pytorch-fid)
+    return features.mean(0), np.cov(features, rowvar=False)
+
+
+# FID = ||mu_r - mu_f||^2 + Tr(S_r + S_f - 2 (S_r S_f)^{1/2})
+def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
+    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
+    if not np.isfinite(covmean).all():  # a singular product (fewer samples than dimensions): nudge the diagonals
+        offset = np.eye(len(sigma1)) * eps
+        covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    covmean = covmean.real  # numerical error can leave a tiny imaginary part
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+# -----------------------------------------------------------------------------
+# Precision, Recall (Kynkaanniemi et al. 2019), Density, Coverage (Naeem et al. 2020). Each set's manifold is
+# the union of balls around its points, of radius the distance to the point's k-th nearest neighbour.
+
+
+def pairwise_distances(a, b):  # (N, D), (M, D) -> (N, M) Euclidean distances, float64
+    return torch.cdist(torch.from_numpy(a), torch.from_numpy(b)).numpy()
+
+
+def kth_neighbour_radii(x, k):  # (N, D) -> (N,): distance to the k-th nearest other point
+    return np.partition(pairwise_distances(x, x), k, axis=1)[:, k]  # the 0th nearest is the point itself
+
+
+def prdc(real, fake, k=5):
+    """precision: the fraction of fakes inside some real ball; recall: of reals inside some fake ball;
+    density: the mean number of real balls around a fake, over k; coverage: the fraction of real balls that hold
+    at least one fake."""
+    for name, x in (("real", real), ("fake", fake)):
+        if len(x) < k + 1:
+            raise SystemExit(f"error: {len(x)} {name} samples are too few for --nearest-k {k}; need at least {k + 1}")
+    real_radii, fake_radii = kth_neighbour_radii(real, k), kth_neighbour_radii(fake, k)
+    d = pairwise_distances(real, fake)  # (N_real, N_fake)
+    inside_real = d < real_radii[:, None]  # fake j inside the ball of real i
+    return dict(precision=float(inside_real.any(0).mean()),
+                recall=float((d < fake_radii[None, :]).any(1).mean()),
+                density=float(inside_real.sum(0).mean() / k),
+                coverage=float((d.min(1) < real_radii).mean()))
+
+
+def quality(real_feats, fake_feats, k):
+    if real_feats.shape[1] != fake_feats.shape[1]:
+        raise SystemExit(f"error: real features are {real_feats.shape[1]}-d but fake ones {fake_feats.shape[1]}-d; "
+                         f"both must come from the same network")
+    fid = frechet_distance(*statistics(real_feats), *statistics(fake_feats))
+    return dict(fid=fid, **prdc(real_feats, fake_feats, k), n_real=len(real_feats), n_fake=len(fake_feats), nearest_k=k)
+
+# -----------------------------------------------------------------------------
+# Likelihood: the ELBO of held-out codes, an upper bound on their negative log-likelihood (Tab. 4)
+
+
+def likelihood(ckpt_path, codes_path, draws, device, seed=0):
+    """ELBO in bits per token of the held-out codes, with its Monte-Carlo standard error (from the spread of the
+    draws of t and masks, for these images), bits per image dimension, and the per-image values."""
+    ckpt = load_checkpoint(ckpt_path, "absorbing")
+    model = prior_from_checkpoint(ckpt).to(device)
+    codes, K, vqgan_path = load_codes(codes_path, ckpt["config"]["codebook_size"])
+    if tuple(codes.shape[1:]) != (model.cfg.latent_h, model.cfg.latent_w):
+        raise SystemExit(f"error: {codes_path} holds {tuple(codes.shape[1:])} grids, the prior models "
+                         f"{model.cfg.latent_h}x{model.cfg.latent_w}")
+    held_out = split_codes(codes.flatten(1))[1]
+    bits = elbo_bits(model, held_out, ckpt["diffusion_steps"], K, n_draws=draws, seed=seed)  # (n, draws)
+    per_image = bits.mean(1)
+    mc_error = math.sqrt((bits.var(1) / draws).mean().item() / len(bits)) if draws > 1 else float("nan")
+    out = dict(elbo_bits_per_token=per_image.mean().item(), elbo_mc_error=mc_error, n_images=len(bits),
+               draws=draws, uniform_bits_per_token=math.log2(K))
+    vqgan_ckpt = Path(ckpt_path).parent / ckpt["vqgan"] if ckpt["vqgan"] else None
+    if vqgan_ckpt and vqgan_ckpt.is_file():  # the codes' bits spread over the pixels (the decoder adds none)
+        size = load_checkpoint(vqgan_ckpt, "vqgan")["config"]["img_size"]
+        out["elbo_bits_per_dim"] = out["elbo_bits_per_token"] * held_out.shape[1] / (3 * size * size)
+    return out, per_image.numpy()
+
+# -----------------------------------------------------------------------------
+# Reconstruction quality of the VQGAN (Tab. 5)
+
+
+@torch.no_grad()
+def reconstruction(vqgan_path, images, embed, device, batch_size=64):
+    vq = load_vqgan(vqgan_path, device)
+    if vq is None:
+        raise SystemExit(f"error: VQGAN checkpoint {vqgan_path} does not exist")
+    try:
+        lpips = load_lpips(device)
+    except SystemExit as e:
+        print(f"note: LPIPS skipped ({e})", file=sys.stderr)
+        lpips = None
+    real, fake, psnrs, dists, codes = [], [], [], [], []
+    for x in tqdm(torch.utils.data.DataLoader(images, batch_size=batch_size), desc="reconstruct"):
+        x = to_float(x.to(device))
+        x_hat, _, c = vq(x)
+        x_hat = x_hat.clamp(-1, 1)
+        psnrs += [psnr(a[None], b[None]) for a, b in zip(x, x_hat)]
+        if lpips is not None:
+            dists.append(lpips(x, x_hat).flatten().cpu())
+        codes.append(c.cpu())
+        real.append(embed(x).double().cpu())
+        fake.append(embed(x_hat).double().cpu())
+    perplexity, used = codebook_usage(torch.cat(codes), vq.cfg.codebook_size)
+    out = dict(psnr=float(np.mean(psnrs)), lpips=torch.cat(dists).mean().item() if dists else None,
+               codebook_perplexity=perplexity, codebook_used=used)
+    real, fake = torch.cat(real).numpy(), torch.cat(fake).numpy()
+    return dict(out, reconstruction_fid=frechet_distance(*statistics(real), *statistics(fake)))
+
+# -----------------------------------------------------------------------------
+# Speed: sampling and training throughput, against the machine's measured matmul peak
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_peak(device, dtype, n=4096, repeat=20):
+    """FLOP/s of a large square matmul on this machine, the ceiling the model's matmuls are compared with."""
+    n = n if device.type == "cuda" else 1024
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(repeat):
+        a @ b
+    sync(device)
+    return 2 * n ** 3 * repeat / (time.perf_counter() - start)
+
+
+def forward_flops(cfg, rows, positions):
+    """Matmul FLOPs of one forward pass on `rows` grids of N codes, with the last layer at `positions` of them:
+    per block 24 N C^2 (qkv, projection, MLP) + 4 N^2 C (attention), then 2 C K per output position."""
+    N, C = cfg.latent_h * cfg.latent_w, cfg.n_embd
+    return rows * cfg.n_layer * (24 * N * C * C + 4 * N * N * C) + positions * 2 * C * cfg.codebook_size
+
+
+class Counted:
+    """The prior, counting its calls and the FLOPs they did."""
+
+    def __init__(self, model, cfg):
+        self.model, self.cfg, self.calls, self.flops = model, cfg, 0, 0
+
+    def __call__(self, x, positions=None):
+        self.calls += 1
+        self.flops += forward_flops(self.cfg, len(x), x.numel() if positions is None else len(positions))
+        return self.model(x, positions)
+
+
+def speed(model, batch_sizes, steps_list, device, bf16, compile_model, train_steps=10):
+    """Rows of measurements: sampling at each (batch size, steps) after one warm-up run, then training."""
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    peak = matmul_peak(device, dtype)
+    cfg, K = model.cfg, model.cfg.codebook_size
+    N = cfg.latent_h * cfg.latent_w
+    net = torch.compile(model, dynamic=True) if compile_model else model
+    rows = []
+    for B in batch_sizes:
+        for S in steps_list:
+            counted = Counted(net, cfg)
+            x = torch.full((B, N), K, device=device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                sample(counted, x, K, steps=S, seed=0)  # warm-up (and compilation)
+                counted.calls = counted.flops = 0
+                sync(device)
+                start = time.perf_counter()
+                sample(counted, x, K, steps=S, seed=1)
+                sync(device)
+            t = time.perf_counter() - start
+            rows.append(dict(mode="sample", batch=B, steps=S, images_per_s=B / t, ms_per_call=1000 * t / counted.calls,
+                             calls=counted.calls, flops_per_image=counted.flops / B, tflops=counted.flops / t / 1e12,
+                             peak_fraction=counted.flops / t / peak))
+    B = batch_sizes[-1]
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x_0 = torch.randint(0, K, (B, N), device=device)
+    model.train()
+    for i in range(train_steps + 2):
+        if i == 2:
+            sync(device)
+            start = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = training_losses(net, x_0, N, K, "reweighted_elbo")[0]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    sync(device)
+    t = (time.perf_counter() - start) / train_steps
+    flops = 3 * forward_flops(cfg, B, B * N)  # forward + backward (twice the forward); the head on all positions
+    rows.append(dict(mode="train", batch=B, tokens_per_s=B * N / t, ms_per_step=1000 * t, tflops=flops / t / 1e12,
+                     mfu=flops / t / peak))
+    model.eval()
+    return rows, peak
+
+# -----------------------------------------------------------------------------
+
+
+def print_table(results):
+    for key, value in results.items():
+        if key == "speed":
+            for row in value:
+                print("  " + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        else:
+            print(f"{key:>24}  {value:.4f}" if isinstance(value, float) else f"{key:>24}  {value}")
+
+
+def main(args):
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    results = {}
+    embed = None
+    if args.real or args.fake or args.vqgan:
+        embed, net = inception_network() if args.features == "inception" else random_network(args.seed)
+        net.to(device).eval()
+        results["features"] = FEATURE_LABELS[args.features]
+    if args.real_features or args.real and args.fake:
+        real = load_features(args.real_features) if args.real_features else \
+            features_of(embed, load_images(args.real, args.num, args.img_size), device, desc="real features")
+        fake = load_features(args.fake_features) if args.fake_features else \
+            features_of(embed, load_images(args.fake, args.num, args.img_size, seed=1), device, desc="fake features")
+        if args.real_features:
+            results["features"] = f"precomputed ({args.real_features}, {args.fake_features})"
+        results.update(quality(real, fake, args.nearest_k))
+    if args.codes:
+        stats, per_image = likelihood(args.ckpt, args.codes, args.draws, device, args.seed)
+        results.update(stats)
+        if args.per_image:
+            np.save(args.per_image, per_image)
+    if args.vqgan:
+        results.update(reconstruction(args.vqgan, load_images(args.real, args.num, args.img_size), embed, device))
+    if args.speed:
+        if args.ckpt:
+            model = prior_from_checkpoint(load_checkpoint(args.ckpt, "absorbing"))
+            results["model"] = f"{args.ckpt} (EMA weights)"
+        else:  # the time a forward pass takes does not depend on the weights
+            size = PRIOR_PRESETS[args.preset]
+            cfg = PriorConfig(codebook_size=args.codebook_size, latent_h=args.latent, latent_w=args.latent, **size)
+            model = Transformer(cfg).eval()
+            results["model"] = f"random weights, preset {args.preset}, {args.latent}x{args.latent} codes from " \
+                               f"{args.codebook_size}"
+        bf16 = bf16_is_fast(device) if args.bf16 == "auto" else args.bf16 == "on"
+        rows, peak = speed(model.to(device), args.batch_sizes, args.steps, device, bf16, args.compile)
+        name = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+        results.update(device=name, dtype="bfloat16" if bf16 else "float32", matmul_peak_tflops=peak / 1e12,
+                       parameters=sum(p.numel() for p in model.parameters()), speed=rows)
+    if not results:
+        raise SystemExit("error: nothing to measure; give --real and --fake, --real-features and --fake-features, "
+                         "--ckpt with --codes, --vqgan with --real, or --speed")
+    if args.json:
+        print(json.dumps(results))
+    else:
+        print_table(results)
+
+
+def get_args(argv=None):
+    p = argparse.ArgumentParser(description="Stage 4: FID, PRDC, likelihood, reconstruction and speed",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--real", default=None, help="real images: a folder, or 'shapes' (the built-in training images)")
+    p.add_argument("--fake", default=None, help="generated images: a folder, or 'shapes' (held-out shapes images)")
+    p.add_argument("--real-features", default=None, help="precomputed real features, .npy (N, D)")
+    p.add_argument("--fake-features", default=None, help="precomputed fake features, .npy (N, D)")
+    p.add_argument("--features", choices=["inception", "random"], default="inception", help="feature network")
+    p.add_argument("--num", type=positive_int, default=10000, help="images of each set at most")
+    p.add_argument("--img-size", type=positive_int, default=32, help="side images are loaded at")
+    p.add_argument("--nearest-k", type=positive_int, default=5, help="k of PRDC's k-nearest-neighbour balls")
+    p.add_argument("--ckpt", default=None, help="the prior's checkpoint (likelihood with --codes; --speed)")
+    p.add_argument("--codes", default=None, help="codes.npy whose held-out part is scored")
+    p.add_argument("--draws", type=positive_int, default=8, help="(t, mask) draws per image for the ELBO")
+    p.add_argument("--per-image", default=None, help="write the per-image ELBO (bits per token) to this .npy")
+    p.add_argument("--vqgan", default=None, help="VQGAN checkpoint whose reconstructions of --real are scored")
+    p.add_argument("--speed", action="store_true", help="time sampling and training")
+    p.add_argument("--preset", choices=sorted(PRIOR_PRESETS), default="paper", help="model size (--speed, no --ckpt)")
+    p.add_argument("--latent", type=positive_int, default=16, help="code grid side for --speed without --ckpt")
+    p.add_argument("--codebook-size", type=positive_int, default=1024, help="K for --speed without --ckpt")
+    p.add_argument("--batch-sizes", type=positive_int, nargs="+", default=[1, 16, 64], help="--speed batch sizes")
+    p.add_argument("--steps", type=positive_int, nargs="+", default=[256, 100, 50], help="--speed sampling steps")
+    p.add_argument("--compile", action="store_true", help="torch.compile the prior for --speed")
+    p.add_argument("--bf16", default="auto", choices=["auto", "on", "off"], help="bfloat16 autocast for --speed")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random features and of the ELBO's draws")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    args = p.parse_args(argv)
+    if bool(args.real_features) != bool(args.fake_features):
+        p.error("--real-features and --fake-features go together")
+    if args.real_features and (args.real or args.fake):
+        p.error("give images (--real, --fake) or features (--real-features, --fake-features), not both")
+    if bool(args.fake) and not args.real:
+        p.error("--fake needs --real to compare with")
+    if args.codes and not args.ckpt:
+        p.error("--codes needs --ckpt, the prior whose likelihood is measured")
+    if args.vqgan and not args.real:
+        p.error("--vqgan needs --real, the images to reconstruct")
+    return args
+
+
+if __name__ == "__main__":
+    main(get_args())

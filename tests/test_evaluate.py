@@ -1,0 +1,157 @@
+import json
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import absorbing
+import evaluate
+
+
+def gaussian_features(n=300, d=16, seed=0, shift=0.0):
+    rng = np.random.default_rng(seed)
+    mixing = rng.normal(size=(d, d)) / math.sqrt(d)  # correlated features
+    return rng.normal(size=(n, d)) @ mixing + shift
+
+
+def test_fid_matches_pytorch_fid():
+    from pytorch_fid.fid_score import calculate_frechet_distance
+    for seed in range(3):
+        a, b = gaussian_features(seed=seed), gaussian_features(seed=seed + 10, shift=0.3) * 1.5
+        stats = (*evaluate.statistics(a), *evaluate.statistics(b))
+        with warnings.catch_warnings():  # pytorch-fid passes scipy's deprecated `disp` argument
+            warnings.simplefilter("ignore", DeprecationWarning)
+            reference = calculate_frechet_distance(*stats)
+        assert evaluate.frechet_distance(*stats) == pytest.approx(reference, rel=1e-6)
+
+
+def test_fid_of_identical_sets_is_zero():
+    a = gaussian_features()
+    assert abs(evaluate.frechet_distance(*evaluate.statistics(a), *evaluate.statistics(a.copy()))) < 1e-6
+
+
+def test_fid_of_a_shifted_set_is_the_squared_shift():
+    a = gaussian_features()
+    shift = np.linspace(-1, 1, a.shape[1])
+    fid = evaluate.frechet_distance(*evaluate.statistics(a), *evaluate.statistics(a + shift))
+    assert fid == pytest.approx(shift @ shift, rel=1e-6)
+
+
+def test_fid_of_two_gaussians_has_the_closed_form():
+    # diagonal covariances: FID = |mu1 - mu2|^2 + sum_i (s1_i + s2_i - 2 sqrt(s1_i s2_i))
+    mu1, mu2 = np.array([0.0, 1.0, 2.0]), np.array([1.0, 1.0, 0.0])
+    s1, s2 = np.array([1.0, 4.0, 0.5]), np.array([9.0, 1.0, 0.5])
+    expected = 5.0 + np.sum(s1 + s2 - 2 * np.sqrt(s1 * s2))
+    assert evaluate.frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2)) == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("k", [1, 3, 5, 10])
+def test_prdc_matches_the_prdc_package(k):
+    from prdc import compute_prdc
+    real, fake = gaussian_features(n=200, seed=1), gaussian_features(n=150, seed=2, shift=0.5)
+    ours, reference = evaluate.prdc(real, fake, k), compute_prdc(real, fake, k)
+    assert set(ours) == set(reference)
+    for name in ours:
+        assert ours[name] == pytest.approx(reference[name], abs=1e-12), name
+    assert 0 < ours["precision"] < 1 and 0 < ours["coverage"] < 1  # a case where the balls matter
+
+
+def test_prdc_of_far_apart_sets_is_zero_and_of_one_set_is_full():
+    real = gaussian_features(n=100)
+    assert evaluate.prdc(real, real + 100.0, 5) == dict(precision=0.0, recall=0.0, density=0.0, coverage=0.0)
+    same = evaluate.prdc(real, real.copy(), 5)
+    assert same["coverage"] == 1.0 and same["precision"] == 1.0 and same["recall"] == 1.0
+
+
+def test_too_few_samples_and_mismatched_widths_are_one_line_errors():
+    with pytest.raises(SystemExit, match="too few for --nearest-k 5; need at least 6"):
+        evaluate.prdc(gaussian_features(n=5), gaussian_features(n=50), 5)
+    with pytest.raises(SystemExit, match="16-d but fake ones 8-d"):
+        evaluate.quality(gaussian_features(d=16), gaussian_features(d=8), 5)
+
+
+def test_random_features_are_seeded_and_not_degenerate():
+    images = torch.from_numpy(evaluate.make_shapes(64, 32, seed=0)[0])
+    feats = [evaluate.features_of(evaluate.random_network(seed)[0], images, "cpu") for seed in (0, 0, 1)]
+    assert feats[0].shape == (64, 512)
+    assert np.array_equal(feats[0], feats[1]) and not np.allclose(feats[0], feats[2])
+    assert (feats[0].std(0) > 0).all()  # no constant feature: the covariance is not singular by construction
+
+
+def run(capsys, *flags):
+    evaluate.main(evaluate.get_args(["--json", *flags]))
+    return json.loads(capsys.readouterr().out)
+
+
+def test_quality_from_images_and_from_feature_files(tmp_path, capsys):
+    out = run(capsys, "--real", "shapes", "--fake", "shapes", "--features", "random", "--num", "100")
+    assert {"fid", "precision", "recall", "density", "coverage"} <= set(out)
+    assert "NOT comparable" in out["features"]  # random features are labelled in every output
+    np.save(tmp_path / "r.npy", gaussian_features(seed=1))
+    np.save(tmp_path / "f.npy", gaussian_features(seed=2))
+    out = run(capsys, "--real-features", str(tmp_path / "r.npy"), "--fake-features", str(tmp_path / "f.npy"))
+    assert out["fid"] == pytest.approx(evaluate.quality(gaussian_features(seed=1), gaussian_features(seed=2), 5)["fid"])
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    np.save(tmp_path / "wide.npy", np.zeros((10, 4)))
+    np.save(tmp_path / "narrow.npy", np.zeros((10, 3)))
+    np.save(tmp_path / "flat.npy", np.zeros(10))
+    (tmp_path / "junk.npy").write_bytes(b"not numpy")
+    cases = [(["--real", str(tmp_path / "nope"), "--fake", "shapes", "--features", "random"], "does not exist"),
+             (["--real", str(tmp_path / "empty"), "--fake", "shapes", "--features", "random"], "no readable image"),
+             (["--real-features", str(tmp_path / "wide.npy"), "--fake-features", str(tmp_path / "narrow.npy")],
+              "4-d but fake ones 3-d"),
+             (["--real-features", str(tmp_path / "flat.npy"), "--fake-features", str(tmp_path / "wide.npy")],
+              "must be \\(N, D\\)"),
+             (["--real-features", str(tmp_path / "junk.npy"), "--fake-features", str(tmp_path / "wide.npy")],
+              "cannot read features"),
+             ([], "nothing to measure")]
+    for flags, message in cases:
+        with pytest.raises(SystemExit, match=message) as e:
+            evaluate.main(evaluate.get_args(flags))
+        assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("flags", [["--fake", "shapes"], ["--codes", "c.npy"], ["--vqgan", "v.pt"],
+                                   ["--real-features", "r.npy"], ["--real", "shapes", "--real-features", "r.npy",
+                                                                  "--fake-features", "f.npy"], ["--nearest-k", "0"]])
+def test_bad_flag_combinations_are_rejected(flags, capsys):
+    with pytest.raises(SystemExit):
+        evaluate.get_args(flags)
+    assert "error:" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def trained_prior(tiny_run, tmp_path_factory):
+    """A small prior trained long enough on the tiny run's codes to learn something."""
+    out = tmp_path_factory.mktemp("prior")
+    (out / "vqgan.pt").symlink_to(tiny_run / "vqgan.pt")
+    absorbing.main(absorbing.get_args(["--codes", str(tiny_run / "codes.npy"), "--out-dir", str(out), "--bf16", "off",
+                                       "--max-steps", "150", "--n-layer", "1", "--n-embd", "32", "--n-head", "2",
+                                       "--batch-size", "16", "--sample-every", "0", "--eval-every", "150"]))
+    return out
+
+
+def test_likelihood_beats_the_uniform_code_and_its_error_shrinks_with_draws(trained_prior, tiny_run):
+    few, per_image = evaluate.likelihood(trained_prior / "absorbing.pt", tiny_run / "codes.npy", 16, "cpu")
+    many, _ = evaluate.likelihood(trained_prior / "absorbing.pt", tiny_run / "codes.npy", 256, "cpu")
+    assert many["elbo_bits_per_token"] < many["uniform_bits_per_token"] == math.log2(128)
+    assert many["elbo_mc_error"] < few["elbo_mc_error"] / 2  # ~ 1/sqrt(draws): 4x smaller at 16x the draws
+    assert per_image.shape == (few["n_images"],) and per_image.mean() == pytest.approx(few["elbo_bits_per_token"])
+    assert many["elbo_bits_per_dim"] == pytest.approx(many["elbo_bits_per_token"] * 64 / (3 * 32 * 32))
+
+
+def test_reconstruction_and_speed_report_sane_numbers(tiny_run, capsys):
+    out = run(capsys, "--vqgan", str(tiny_run / "vqgan.pt"), "--real", "shapes", "--features", "random", "--num", "32")
+    assert out["psnr"] > 0 and 0 < out["codebook_used"] <= 1 and out["reconstruction_fid"] >= 0
+    out = run(capsys, "--speed", "--ckpt", str(tiny_run / "absorbing.pt"), "--batch-sizes", "2", "--steps", "8", "64",
+              "--bf16", "off")
+    sampling, training = out["speed"][:2], out["speed"][2]
+    assert [row["steps"] for row in sampling] == [8, 64] and sampling[0]["calls"] <= 8
+    assert sampling[1]["flops_per_image"] == pytest.approx(
+        sampling[1]["calls"] * 2 * out["parameters"] * 64, rel=0.5)  # ~ 2 x params x N per call
+    assert training["tokens_per_s"] > 0 and 0 < training["mfu"] < 1
