@@ -26,8 +26,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from common import (CHECKPOINT_VERSION, append_log, batch_indices, bf16_is_fast, load_checkpoint, mean_over_ranks,
-                    positive_int, restore, rng_states, save_checkpoint, save_grid, setup_distributed)
+from common import (CHECKPOINT_VERSION, append_log, batch_indices, bf16_is_fast, catch_stop_signals,
+                    load_checkpoint, mean_over_ranks, positive_int, require_finite, restore, rng_states,
+                    save_checkpoint, save_grid, setup_distributed, stop_if_signalled)
 from vqgan import VQGAN, VQGANConfig, to_uint8
 
 # -----------------------------------------------------------------------------
@@ -172,12 +173,16 @@ def loss_weight(t, T, loss):
     raise ValueError(f"unknown loss {loss}")
 
 
-def training_losses(model, x_0, T, mask_id, loss_type, generator=None):
+def training_losses(model, x_0, T, mask_id, loss_type, generator=None, rank=0, world_size=1):
     """(loss, elbo): the training loss (a scalar) and the ELBO estimate of each example in bits per token (B,).
-    Only masked positions are scored: the network's output elsewhere does not enter either number."""
-    B, N = x_0.shape
-    t = torch.randint(1, T + 1, (B,), generator=generator, device=x_0.device)
+    Only masked positions are scored: the network's output elsewhere does not enter either number. Under torchrun
+    every rank draws t and the masks of the whole global batch x_0 with the same generator and scores its share of
+    the rows, so that the run's random draws do not depend on the number of processes."""
+    t = torch.randint(1, T + 1, (len(x_0),), generator=generator, device=x_0.device)
     x_t, mask = q_sample(x_0, t, T, mask_id, generator)
+    rows = slice(rank * len(x_0) // world_size, (rank + 1) * len(x_0) // world_size)
+    x_0, t, x_t, mask = x_0[rows], t[rows], x_t[rows], mask[rows]
+    B, N = x_0.shape
     positions = mask.flatten().nonzero().squeeze(1)  # (M,) flat indices of the masked codes
     ce = F.cross_entropy(model(x_t, positions).float(), x_0.flatten()[positions], reduction="none")  # (M,) nats
     ce_t = torch.zeros(B, device=x_0.device).index_add_(0, positions // N, ce)  # CE_t of each example (B,)
@@ -332,40 +337,43 @@ def main(args):
         val = elbo_bits(ema, val_codes, T, K, n_draws=args.val_draws, seed=1234)
         return val.mean().item(), (val.mean(1).std() / math.sqrt(len(val))).item()
 
-    bar = tqdm(total=args.max_steps, initial=step, disable=not is_main, desc="absorbing")
-    while step < args.max_steps:
-        model.train()
-        batch = batch_indices(step, len(train_codes), args.batch_size, args.seed, rank, world_size)
-        x_0 = train_codes[batch].to(device)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, args)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
-            loss, elbo = training_losses(train_model, x_0, T, K, args.loss)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-        opt.step()
-        with torch.no_grad():  # EMA of the weights: ema <- decay * ema + (1 - decay) * weights
-            for pe, p in zip(ema.parameters(), raw.parameters()):
-                pe.lerp_(p, 1 - args.ema_decay)
-        step += 1
-        bar.update(1)
-        if step % args.log_every == 0 or step == args.max_steps:
-            metrics = mean_over_ranks(dict(loss=loss.item(), elbo=elbo.mean().item(), grad_norm=grad_norm.item()))
-            bar.set_postfix(loss=f"{metrics['loss']:.3f}", elbo=f"{metrics['elbo']:.3f}")
-            if is_main:
-                append_log(out / "absorbing_log.jsonl", dict(step=step, lr=lr_at(step - 1, args), **metrics))
-        if is_main and (step % args.eval_every == 0 or step == args.max_steps):
-            val, err = validate()
-            tqdm.write(f"step {step}: validation ELBO {val:.4f} +- {err:.4f} bits per token (EMA weights)")
-            append_log(out / "absorbing_log.jsonl", dict(step=step, val_elbo=val, val_elbo_err=err))
-        if vqgan is not None and (step % args.sample_every == 0 or step == args.max_steps):
-            x = sample(ema, torch.full((16, h * w), K, device=device), K, steps=args.sample_steps, seed=step)
+    caught = catch_stop_signals()
+    with tqdm(total=args.max_steps, initial=step, disable=not is_main, desc="absorbing") as bar:
+        while step < args.max_steps:
+            model.train()
+            batch = batch_indices(step, len(train_codes), args.batch_size, args.seed)  # the global batch, on every rank
+            x_0 = train_codes[batch].to(device)
+            g = torch.Generator(device).manual_seed(args.seed * 1_000_003 + step)  # this step's draws of t and masks
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, args)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
-                save_grid(to_uint8(vqgan.decode(x.view(-1, h, w))), out / f"samples_{step:06d}.png", nrow=8)
-        if step % args.ckpt_every == 0 or step == args.max_steps:
-            checkpoint()
-    bar.close()
+                loss, elbo = training_losses(train_model, x_0, T, K, args.loss, g, rank, world_size)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+            require_finite(grad_norm, step, ckpt_path)
+            opt.step()
+            with torch.no_grad():  # EMA of the weights: ema <- decay * ema + (1 - decay) * weights
+                for pe, p in zip(ema.parameters(), raw.parameters()):
+                    pe.lerp_(p, 1 - args.ema_decay)
+            step += 1
+            bar.update(1)
+            if step % args.log_every == 0 or step == args.max_steps:
+                metrics = mean_over_ranks(dict(loss=loss.item(), elbo=elbo.mean().item(), grad_norm=grad_norm.item()))
+                bar.set_postfix(loss=f"{metrics['loss']:.3f}", elbo=f"{metrics['elbo']:.3f}")
+                if is_main:
+                    append_log(out / "absorbing_log.jsonl", dict(step=step, lr=lr_at(step - 1, args), **metrics))
+            if is_main and (step % args.eval_every == 0 or step == args.max_steps):
+                val, err = validate()
+                tqdm.write(f"step {step}: validation ELBO {val:.4f} +- {err:.4f} bits per token (EMA weights)")
+                append_log(out / "absorbing_log.jsonl", dict(step=step, val_elbo=val, val_elbo_err=err))
+            if vqgan is not None and (step % args.sample_every == 0 or step == args.max_steps):
+                x = sample(ema, torch.full((16, h * w), K, device=device), K, steps=args.sample_steps, seed=step)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+                    save_grid(to_uint8(vqgan.decode(x.view(-1, h, w))), out / f"samples_{step:06d}.png", nrow=8)
+            if step % args.ckpt_every == 0 or step == args.max_steps:
+                checkpoint()
+            stop_if_signalled(caught, device, checkpoint, step, ckpt_path)
     if dist.is_initialized():
         dist.destroy_process_group()
 

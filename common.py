@@ -5,6 +5,7 @@ exact resume, the order of training batches, logs and image grids. Nothing here 
 import argparse
 import json
 import os
+import signal
 from pathlib import Path
 
 import torch
@@ -77,6 +78,47 @@ def restore(ckpt, parts, rank, world_size):
         print(f"note: the checkpoint was written by {len(ckpt['rng'])} processes, not {world_size}: the run goes on, "
               f"but with other random draws than it would have had")
     return ckpt["step"]
+
+
+def catch_stop_signals():
+    """SIGINT (Ctrl-C) and SIGTERM (what torchrun and cluster schedulers send before a kill) set a flag instead of
+    ending the process at once; the training loop reads the flag after each step, writes a checkpoint and exits.
+    A second signal of the same kind ends the process as usual. Returns the list the signals' names go to."""
+    caught = []
+
+    def handler(signum, frame):
+        caught.append(signal.Signals(signum).name)
+        signal.signal(signum, signal.SIG_DFL)
+
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, handler)
+    return caught
+
+
+def any_rank(flag, device):
+    """True on every rank if `flag` is true on any (so that all ranks stop at the same step)."""
+    if not dist.is_initialized():
+        return bool(flag)
+    t = torch.tensor(float(bool(flag)), device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def stop_if_signalled(caught, device, checkpoint, step, ckpt_path):
+    """After a step: if any rank caught SIGINT or SIGTERM, write a checkpoint (every rank takes part) and exit."""
+    if any_rank(caught, device):
+        checkpoint()
+        raise SystemExit(f"stopped by {caught[0] if caught else 'another rank'} at step {step}; {ckpt_path} written, "
+                         f"--resume continues")
+
+
+def require_finite(grad_norm, step, ckpt_path):
+    """Stop the run, before the update, if the gradient norm is not finite (a NaN or inf loss gives one too). The norm
+    is taken after DDP's all-reduce, so every rank stops at the same step; the last checkpoint is left as it is."""
+    if not torch.isfinite(grad_norm):
+        kept = f"{ckpt_path} keeps the last good weights" if os.path.exists(ckpt_path) else "no checkpoint yet"
+        raise SystemExit(f"error: non-finite loss or gradient at step {step + 1}; stopped before the update, {kept}; "
+                         f"try a lower --lr or --bf16 off")
 
 
 def rng_states():

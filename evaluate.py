@@ -45,7 +45,7 @@ def load_images(source, n, img_size, seed=0):
         return torch.from_numpy(make_shapes(n, img_size, seed=seed)[0])
     if not Path(source).is_dir():
         raise SystemExit(f"error: image folder {source} does not exist")
-    return ImageFolder(scan_folder(source)[:n], img_size)
+    return ImageFolder(scan_folder(source, img_size)[:n], img_size)
 
 
 def inception_network():

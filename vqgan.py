@@ -29,8 +29,9 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageOps
 from tqdm import tqdm
 
-from common import (CHECKPOINT_VERSION, StepBatches, append_log, bf16_is_fast, load_checkpoint, mean_over_ranks,
-                    positive_int, restore, rng_states, save_checkpoint, save_grid, setup_distributed)
+from common import (CHECKPOINT_VERSION, StepBatches, append_log, bf16_is_fast, catch_stop_signals, load_checkpoint,
+                    mean_over_ranks, positive_int, require_finite, restore, rng_states, save_checkpoint, save_grid,
+                    setup_distributed, stop_if_signalled)
 
 # -----------------------------------------------------------------------------
 # Presets. 'shapes' is small enough to train on a laptop CPU in minutes; the other three hold the
@@ -118,23 +119,44 @@ def load_image(path, img_size):
         return np.asarray(ImageOps.fit(to_rgb(img), (img_size, img_size), Image.BICUBIC))
 
 
-def scan_folder(folder):
-    """The readable image files under `folder` (recursive, sorted); unreadable ones are counted and skipped."""
-    paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-    good, bad = [], []
-    for p in paths:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                with Image.open(p) as img:
+def check_image(path, min_size):
+    """Why an image file cannot be used, or None. Opening reads only the header; JPEGs are decoded at a reduced
+    scale (cheap) to catch truncated files, other formats are checked by Pillow's verify(). Pillow's
+    decompression-bomb guard (more than Image.MAX_IMAGE_PIXELS pixels) is an error here, not a warning."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if min(img.size) < min_size:
+                    return f"smaller than {min_size}px"
+                if img.format == "JPEG":
+                    img.draft("RGB", (max(min_size, 1),) * 2)
+                    img.load()
+                else:
                     img.verify()
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        return "too large (the decompression-bomb guard)"
+    except Exception:
+        return "unreadable"
+    return None
+
+
+def scan_folder(folder, min_size=0):
+    """The usable image files under `folder` (recursive, sorted): unreadable, too large, or smaller than min_size
+    on a side are counted and skipped. An animated file gives its first frame."""
+    paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    good, skipped = [], {}
+    for p in paths:
+        why = check_image(p, min_size)
+        if why:
+            skipped.setdefault(why, []).append(p)
+        else:
             good.append(p)
-        except Exception:
-            bad.append(p)
-    if bad:
-        print(f"warning: skipped {len(bad)} unreadable image file(s) in {folder} (first: {bad[0]})", file=sys.stderr)
+    for why, bad in skipped.items():
+        print(f"warning: skipped {len(bad)} image file(s) in {folder}: {why} (first: {bad[0]})", file=sys.stderr)
     if not good:
-        raise SystemExit(f"error: no readable image ({', '.join(IMAGE_EXTENSIONS)}) found under {folder}")
+        raise SystemExit(f"error: no readable image ({', '.join(IMAGE_EXTENSIONS)}) of at least {min_size}px found "
+                         f"under {folder}")
     return good
 
 
@@ -172,7 +194,7 @@ def load_data(data, data_dir, img_size, n_shapes=10000, val_fraction=0.05, seed=
         where = f"; get {DATA_SOURCES[data]} and put the images there (or pass --data-dir)" if data in DATA_SOURCES \
             else ""
         raise SystemExit(f"error: image folder {folder} does not exist{where}")
-    train, val = split_paths(scan_folder(folder), folder, val_fraction)
+    train, val = split_paths(scan_folder(folder, img_size), folder, val_fraction)
     return ImageFolder(train, img_size), ImageFolder(val, img_size), None
 
 
@@ -440,6 +462,7 @@ def train_step(model, disc, opt, d_opt, x, step, args, perceptual):
     loss = rec + lam * gan + loss_vq
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    require_finite(nn.utils.clip_grad_norm_(model.parameters(), float("inf")), step, Path(args.out_dir) / "vqgan.pt")
     opt.step()
     d_loss = torch.zeros((), device=x.device)
     if gan_on:  # real and fake through the discriminator in one call (one forward per backward under DDP)
@@ -448,6 +471,7 @@ def train_step(model, disc, opt, d_opt, x, step, args, perceptual):
             d_loss = hinge_d_loss(*logits.chunk(2))
         d_opt.zero_grad(set_to_none=True)
         d_loss.backward()
+        require_finite(nn.utils.clip_grad_norm_(disc.parameters(), float("inf")), step, Path(args.out_dir) / "vqgan.pt")
         d_opt.step()
     perplexity, used = codebook_usage(codes, raw.cfg.codebook_size)
     return dict(loss=loss.item(), l1=l1.item(), rec=rec.item(), vq=loss_vq.item(), gan=gan.item(),
@@ -537,32 +561,32 @@ def main(args):
         if is_main:
             save_checkpoint(state, ckpt_path)
 
-    bar = tqdm(total=args.max_steps, initial=step, disable=not is_main, desc="vqgan")
-    while step < args.max_steps:
-        model.train()
-        disc.train()
-        x = to_float(next(loader).to(device))
-        if args.hflip:
-            x = torch.where(torch.rand(len(x), 1, 1, 1, device=device) < 0.5, x.flip(3), x)
-        metrics = train_step(model, disc, opt, d_opt, x, step, args, perceptual)
-        step += 1
-        bar.update(1)
-        if step % args.log_every == 0 or step == args.max_steps:
-            metrics = mean_over_ranks(metrics)
-            bar.set_postfix(l1=f"{metrics['l1']:.4f}", vq=f"{metrics['vq']:.4f}", lam=f"{metrics['lam']:.2f}",
-                            d=f"{metrics['d']:.3f}", ppl=f"{metrics['perplexity']:.1f}", used=f"{metrics['used']:.2f}")
-            if is_main:
-                append_log(out / "vqgan_log.jsonl", dict(step=step, **metrics))
-        if is_main and (step % args.sample_every == 0 or step == args.max_steps):
-            raw.eval()
-            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
-                val_hat = raw(val_x)[0]
-            grid = torch.cat([to_uint8(val_x[:8]), to_uint8(val_hat[:8])])
-            save_grid(grid, out / f"recon_{step:06d}.png", nrow=len(grid) // 2)
-            append_log(out / "vqgan_log.jsonl", dict(step=step, val_psnr=psnr(val_x, val_hat)))
-        if step % args.ckpt_every == 0 or step == args.max_steps:
-            checkpoint()
-    bar.close()
+    caught = catch_stop_signals()
+    with tqdm(total=args.max_steps, initial=step, disable=not is_main, desc="vqgan") as bar:
+        while step < args.max_steps:
+            model.train()
+            disc.train()
+            x = to_float(next(loader).to(device))
+            if args.hflip:
+                x = torch.where(torch.rand(len(x), 1, 1, 1, device=device) < 0.5, x.flip(3), x)
+            metrics = train_step(model, disc, opt, d_opt, x, step, args, perceptual)
+            step += 1
+            bar.update(1)
+            if step % args.log_every == 0 or step == args.max_steps:
+                metrics = mean_over_ranks(metrics)
+                bar.set_postfix({k: f"{metrics[k]:.4g}" for k in ("l1", "vq", "lam", "d", "perplexity", "used")})
+                if is_main:
+                    append_log(out / "vqgan_log.jsonl", dict(step=step, **metrics))
+            if is_main and (step % args.sample_every == 0 or step == args.max_steps):
+                raw.eval()
+                with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+                    val_hat = raw(val_x)[0]
+                grid = torch.cat([to_uint8(val_x[:8]), to_uint8(val_hat[:8])])
+                save_grid(grid, out / f"recon_{step:06d}.png", nrow=len(grid) // 2)
+                append_log(out / "vqgan_log.jsonl", dict(step=step, val_psnr=psnr(val_x, val_hat)))
+            if step % args.ckpt_every == 0 or step == args.max_steps:
+                checkpoint()
+            stop_if_signalled(caught, device, checkpoint, step, ckpt_path)
     finish(raw, train_set, labels, ckpt_path, args, device, is_main)
 
 

@@ -133,7 +133,7 @@ def test_folder_loader_handles_modes_sizes_and_skips_corrupt(tmp_path, capsys):
     folder = tmp_path / "imgs"
     _write_images(folder)
     paths = V.scan_folder(folder)
-    assert "skipped 1 unreadable" in capsys.readouterr().err
+    assert "skipped 1 image file(s)" in capsys.readouterr().err
     assert {p.name for p in paths} == {"rgb.png", "photo.JPG", "grey.bmp", "palette.png", "cmyk.jpg", "clear.png",
                                        "sixteen.png", "small.webp"}
     for p in paths:
