@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from common import (CHECKPOINT_VERSION, append_log, batch_indices, bf16_is_fast, catch_stop_signals,
                     load_checkpoint, mean_over_ranks, positive_int, require_finite, restore, rng_states,
-                    save_checkpoint, save_grid, setup_distributed, stop_if_signalled)
+                    save_checkpoint, save_grid, setup_distributed, stop_if_signalled, to_device)
 from vqgan import VQGAN, VQGANConfig, to_uint8
 
 # -----------------------------------------------------------------------------
@@ -226,7 +226,13 @@ def denoise(model, x, reveal, temperature=1.0):
     x, reveal = x.view(B, -1), reveal.view(B, -1)
     rows = reveal.any(1).nonzero().squeeze(1)  # on the CPU, as `reveal` is: no GPU sync
     sub = reveal[rows].flatten().nonzero().squeeze(1)  # positions within the rows that run
-    return (model(x[rows.to(x.device)], sub.to(x.device)).float() / temperature).softmax(-1)
+    return (model(x[to_device(rows, x.device)], to_device(sub, x.device)).float() / temperature).softmax(-1)
+
+
+# one draw from each row's categorical distribution: argmax_i p_i / E_i with E_i ~ Exp(1) is i with probability
+# p_i / sum_j p_j (the smallest of exponential times with rates p_i); unlike torch.multinomial, no GPU sync
+def draw(probs, generator=None):  # (M, K) -> (M,)
+    return (probs / torch.empty_like(probs).exponential_(generator=generator)).argmax(-1)
 
 
 @torch.no_grad()
@@ -248,8 +254,7 @@ def sample(model, x, mask_id, t_start=None, steps=None, temperature=1.0, seed=0,
         if not reveal.any():
             continue
         probs = predict(model, x, reveal, temperature)  # (M, K)
-        at = reveal.flatten().nonzero().squeeze(1).to(device)
-        x.view(-1)[at] = torch.multinomial(probs, 1, generator=g).squeeze(1)
+        x.view(-1)[to_device(reveal.flatten().nonzero().squeeze(1), device)] = draw(probs, g)
         if on_step is not None:
             on_step(x)
     return x

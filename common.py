@@ -41,6 +41,12 @@ def setup_distributed(device="auto"):
     return rank, world_size, torch.device(device)
 
 
+def to_device(t, device):
+    """A CPU tensor on `device`. On CUDA the copy goes through pinned memory without blocking: a plain copy from
+    pageable memory would make the host wait for the GPU to finish its queue, once per sampling step."""
+    return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t.to(device)
+
+
 def save_checkpoint(obj, path):
     """Write to a temporary file, then rename: a crash mid-write never leaves a half-written checkpoint."""
     tmp = f"{path}.tmp"

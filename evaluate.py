@@ -153,9 +153,10 @@ def quality(real_feats, fake_feats, k):
 # Likelihood: the ELBO of held-out codes, an upper bound on their negative log-likelihood (Tab. 4)
 
 
-def likelihood(ckpt_path, codes_path, draws, device, seed=0):
+def likelihood(ckpt_path, codes_path, draws, device, seed=0, bf16=False):
     """ELBO in bits per token of the held-out codes, with its Monte-Carlo standard error (from the spread of the
-    draws of t and masks, for these images), bits per image dimension, and the per-image values."""
+    draws of t and masks, for these images), bits per image dimension, and the per-image values. The network runs
+    under bf16 autocast if asked; the cross-entropies are summed in float32 either way."""
     ckpt = load_checkpoint(ckpt_path, "absorbing")
     model = prior_from_checkpoint(ckpt).to(device)
     codes, K, vqgan_path = load_codes(codes_path, ckpt["config"]["codebook_size"])
@@ -163,7 +164,8 @@ def likelihood(ckpt_path, codes_path, draws, device, seed=0):
         raise SystemExit(f"error: {codes_path} holds {tuple(codes.shape[1:])} grids, the prior models "
                          f"{model.cfg.latent_h}x{model.cfg.latent_w}")
     held_out = split_codes(codes.flatten(1))[1]
-    bits = elbo_bits(model, held_out, ckpt["diffusion_steps"], K, n_draws=draws, seed=seed)  # (n, draws)
+    with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
+        bits = elbo_bits(model, held_out, ckpt["diffusion_steps"], K, n_draws=draws, seed=seed)  # (n, draws)
     per_image = bits.mean(1)
     mc_error = math.sqrt((bits.var(1) / draws).mean().item() / len(bits)) if draws > 1 else float("nan")
     out = dict(elbo_bits_per_token=per_image.mean().item(), elbo_mc_error=mc_error, n_images=len(bits),
@@ -305,6 +307,7 @@ def print_table(results):
 
 def main(args):
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    bf16 = bf16_is_fast(device) if args.bf16 == "auto" else args.bf16 == "on"
     results = {}
     embed = None
     if args.real or args.fake or args.vqgan:
@@ -320,8 +323,8 @@ def main(args):
             results["features"] = f"precomputed ({args.real_features}, {args.fake_features})"
         results.update(quality(real, fake, args.nearest_k))
     if args.codes:
-        stats, per_image = likelihood(args.ckpt, args.codes, args.draws, device, args.seed)
-        results.update(stats)
+        stats, per_image = likelihood(args.ckpt, args.codes, args.draws, device, args.seed, bf16)
+        results.update(stats, dtype="bfloat16" if bf16 else "float32")
         if args.per_image:
             np.save(args.per_image, per_image)
     if args.vqgan:
@@ -336,7 +339,6 @@ def main(args):
             model = Transformer(cfg).eval()
             results["model"] = f"random weights, preset {args.preset}, {args.latent}x{args.latent} codes from " \
                                f"{args.codebook_size}"
-        bf16 = bf16_is_fast(device) if args.bf16 == "auto" else args.bf16 == "on"
         rows, peak = speed(model.to(device), args.batch_sizes, args.steps, device, bf16, args.compile)
         name = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
         results.update(device=name, dtype="bfloat16" if bf16 else "float32", matmul_peak_tflops=peak / 1e12,
@@ -373,7 +375,8 @@ def get_args(argv=None):
     p.add_argument("--batch-sizes", type=positive_int, nargs="+", default=[1, 16, 64], help="--speed batch sizes")
     p.add_argument("--steps", type=positive_int, nargs="+", default=[256, 100, 50], help="--speed sampling steps")
     p.add_argument("--compile", action="store_true", help="torch.compile the prior for --speed")
-    p.add_argument("--bf16", default="auto", choices=["auto", "on", "off"], help="bfloat16 autocast for --speed")
+    p.add_argument("--bf16", default="auto", choices=["auto", "on", "off"],
+                   help="bfloat16 autocast (likelihood, --speed)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random features and of the ELBO's draws")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from absorbing import denoise, load_vqgan, prior_from_checkpoint, sample
-from common import bf16_is_fast, load_checkpoint, positive_int, save_grid
+from common import bf16_is_fast, load_checkpoint, positive_int, save_grid, to_device
 from vqgan import load_image, to_float, to_uint8
 
 # -----------------------------------------------------------------------------
@@ -48,10 +48,10 @@ def mixture_denoiser(h, w, stride):
         flat = torch.arange(B * H * W).view(B, H, W)  # each position's index in the big grid
         where = torch.stack([flat[:, r:r + h, c:c + w] for r, c in windows], 1)  # (B, nw, h, w)
         probs = denoise(model, crops.reshape(-1, h * w), crop_reveal.reshape(-1, h * w), temperature)  # (M', K)
-        big = where.flatten()[crop_reveal.flatten()].to(x.device)  # (M',) big-grid index of each prediction
+        big = to_device(where.flatten()[crop_reveal.flatten()], x.device)  # (M',) big-grid index of each prediction
         total = torch.zeros(B * H * W, probs.shape[1], device=x.device).index_add_(0, big, probs)
         count = torch.zeros(B * H * W, device=x.device).index_add_(0, big, torch.ones_like(big, dtype=torch.float))
-        at = reveal.flatten().nonzero().squeeze(1).to(x.device)
+        at = to_device(reveal.flatten().nonzero().squeeze(1), x.device)
         return total[at] / count[at, None]  # (M, K): the average over the windows that contain each position
     return predict
 
@@ -91,6 +91,7 @@ def main(args):
     bf16 = bf16_is_fast(device) if args.bf16 == "auto" else args.bf16 == "on"
     ckpt = load_checkpoint(args.ckpt, "absorbing")
     model = prior_from_checkpoint(ckpt).to(device)
+    net = torch.compile(model, dynamic=True) if args.compile else model  # shapes change with each step's reveals
     K, h, w = model.cfg.codebook_size, model.cfg.latent_h, model.cfg.latent_w
     vqgan_path = args.vqgan or (Path(args.ckpt).parent / ckpt["vqgan"] if ckpt["vqgan"] else None)
     vqgan = load_vqgan(vqgan_path, device)
@@ -107,7 +108,7 @@ def main(args):
 
     def run(x, seed, on_step=None):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            return sample(model, x, K, steps=args.sample_steps, temperature=args.temperature, seed=seed,
+            return sample(net, x, K, steps=args.sample_steps, temperature=args.temperature, seed=seed,
                           predict=predict, on_step=on_step, progress=True)
 
     if args.inpaint:
@@ -173,6 +174,7 @@ def get_args(argv=None):
     p.add_argument("--mask", default=None, help="mask image, same size as IMAGE: white = regenerate")
     p.add_argument("--gif", default=None, help="write an animation of the un-masking of the first batch here")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    p.add_argument("--compile", action="store_true", help="torch.compile the prior (compiles once, then runs faster)")
     p.add_argument("--bf16", default="auto", choices=["auto", "on", "off"], help="bfloat16 autocast")
     args = p.parse_args(argv)
     if args.temperature <= 0:

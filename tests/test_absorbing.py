@@ -258,7 +258,7 @@ def naive_sample(model, x, t_start, steps, temperature, seed):
         calls += 1
         reveal = when == k
         if reveal.any():
-            x[reveal] = torch.multinomial(logits[reveal].softmax(-1), 1, generator=g).squeeze(1)
+            x[reveal] = A.draw(logits[reveal].softmax(-1), g)
     return x, calls
 
 
@@ -276,6 +276,14 @@ def test_skipping_silent_steps_changes_nothing_but_saves_calls(batch):
     when = A.reveal_schedule(x_T != MASK, 11, 11, torch.Generator().manual_seed(3))
     assert calls == 11 and spy.calls == len(when.unique()) - 1  # one call per step that reveals something
     assert spy.rows == sum(len((when == k).any(1).nonzero()) for k in range(1, 12)) < calls * batch
+
+
+def test_sampling_draw_follows_the_categorical_distribution():
+    p = torch.tensor([0.5, 0.25, 0.15, 0.1, 0.0])
+    draws = A.draw(p.expand(20000, -1), torch.Generator().manual_seed(0))
+    counts = torch.bincount(draws, minlength=5).numpy()
+    assert counts[4] == 0
+    assert chisquare(counts[:4], 20000 * p[:4].numpy()).pvalue > 1e-3
 
 
 def test_revealed_codes_never_change():

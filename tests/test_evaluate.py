@@ -155,3 +155,10 @@ def test_reconstruction_and_speed_report_sane_numbers(tiny_run, capsys):
     assert sampling[1]["flops_per_image"] == pytest.approx(
         sampling[1]["calls"] * 2 * out["parameters"] * 64, rel=0.5)  # ~ 2 x params x N per call
     assert training["tokens_per_s"] > 0 and 0 < training["mfu"] < 1
+
+
+def test_bf16_and_float32_give_the_same_elbo(trained_prior, tiny_run):
+    runs = [evaluate.likelihood(trained_prior / "absorbing.pt", tiny_run / "codes.npy", 64, "cpu", bf16=bf16)[0]
+            for bf16 in (False, True)]
+    assert abs(runs[0]["elbo_bits_per_token"] - runs[1]["elbo_bits_per_token"]) < 0.01  # the same draws, seeded
+
