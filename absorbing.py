@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from common import (CHECKPOINT_VERSION, append_log, batch_indices, bf16_is_fast, catch_stop_signals,
                     load_checkpoint, mean_over_ranks, positive_int, require_finite, restore, rng_states,
-                    save_checkpoint, save_grid, setup_distributed, stop_if_signalled, to_device)
+                    save_checkpoint, save_grid, setup_distributed, start_log, stop_if_signalled, to_device)
 from vqgan import VQGAN, VQGANConfig, to_uint8
 
 # -----------------------------------------------------------------------------
@@ -321,6 +321,8 @@ def main(args):
     parts = dict(model=model, ema=ema, opt=opt)  # what a checkpoint holds, besides settings
     step = restore(ckpt, parts, rank, world_size) if ckpt else 0
     if is_main:
+        start_log(out / "absorbing_log.jsonl", step)
+    if is_main:
         n_params = sum(p.numel() for p in model.parameters())
         print(f"prior {n_params / 1e6:.2f}M parameters, {h}x{w} codes from {K}, T = {T}, loss {args.loss}; "
               f"{len(train_codes)} training / {len(val_codes)} validation grids; uniform baseline {math.log2(K):.2f} "
@@ -413,7 +415,7 @@ def get_args(argv=None):
     p.add_argument("--eval-every", type=positive_int, default=500, help="steps between validation ELBOs")
     p.add_argument("--val-draws", type=positive_int, default=4, help="(t, mask) draws per validation grid")
     p.add_argument("--sample-every", type=int, default=1000, help="steps between sample previews (0: none)")
-    p.add_argument("--sample-steps", type=positive_int, default=None, help="sampling steps of the previews (default T)")
+    p.add_argument("--sample-steps", type=positive_int, default=None, help="sampling steps of the previews (default N)")
     p.add_argument("--ckpt-every", type=positive_int, default=500, help="steps between checkpoints")
     p.add_argument("--resume", action="store_true", help="continue OUT/absorbing.pt (--max-steps may grow)")
     args = p.parse_args(argv)

@@ -153,6 +153,13 @@ def mean_over_ranks(metrics):
     return dict(zip(metrics, (t / dist.get_world_size()).tolist()))
 
 
+def start_log(path, step):
+    """Begin the log of a run at `step`: a new run (step 0) starts an empty log; a resumed one drops the lines
+    written after its checkpoint, which the resumed run writes again."""
+    lines = Path(path).read_text().splitlines(True) if step and Path(path).exists() else []
+    Path(path).write_text("".join(line for line in lines if json.loads(line)["step"] <= step))
+
+
 def append_log(path, record):
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")

@@ -3,7 +3,7 @@ Stage 3: sample images from a trained prior: parallel un-masking, step skipping,
 than the training ones (Eq. 8), inpainting (Sec. 4.5), and an animation of the un-masking.
 
     python sample.py --ckpt out/absorbing.pt                           # a grid of 64 samples, out/samples.png
-    python sample.py --ckpt out/absorbing.pt --sample-steps 16         # 16 network calls instead of T
+    python sample.py --ckpt out/absorbing.pt --sample-steps 16         # 16 network calls instead of N
     python sample.py --ckpt out/absorbing.pt --latent-size 16 24       # larger than training, mixture of windows
     python sample.py --ckpt out/absorbing.pt --inpaint img.png --mask mask.png    # white in the mask = redo
     python sample.py --ckpt out/absorbing.pt --n-samples 8 --gif out/unmask.gif
@@ -162,7 +162,8 @@ def get_args(argv=None):
     p.add_argument("--vqgan", default=None, help="the VQGAN checkpoint (default: the one the prior names)")
     p.add_argument("--n-samples", type=positive_int, default=64, help="number of images")
     p.add_argument("--batch-size", type=positive_int, default=64, help="images sampled at once")
-    p.add_argument("--sample-steps", type=positive_int, default=None, help="network calls at most (default T)")
+    p.add_argument("--sample-steps", type=positive_int, default=None,
+                   help="network calls at most (default: one per masked code, N for a new sample)")
     p.add_argument("--temperature", type=float, default=1.0, help="divides the logits; < 1 is more conservative")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--out", default="out/samples.png", help="PNG grid to write")

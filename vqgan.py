@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from common import (CHECKPOINT_VERSION, StepBatches, append_log, bf16_is_fast, catch_stop_signals, load_checkpoint,
                     mean_over_ranks, positive_int, require_finite, restore, rng_states, save_checkpoint, save_grid,
-                    setup_distributed, stop_if_signalled)
+                    setup_distributed, start_log, stop_if_signalled)
 
 # -----------------------------------------------------------------------------
 # Presets. 'shapes' is small enough to train on a laptop CPU in minutes; the other three hold the
@@ -534,6 +534,8 @@ def main(args):
     d_opt = torch.optim.Adam(disc.parameters(), lr=args.lr, betas=(0.5, 0.9))
     parts = dict(model=model, disc=disc, opt=opt, d_opt=d_opt)  # what a checkpoint holds, besides settings
     step = restore(ckpt, parts, rank, world_size) if ckpt else 0
+    if is_main:
+        start_log(out / "vqgan_log.jsonl", step)
     if is_main:
         n_params = sum(p.numel() for p in model.parameters())
         h = cfg.img_size // cfg.downsample

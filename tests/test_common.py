@@ -1,4 +1,6 @@
 """The shared plumbing: batch order and checkpoint loading."""
+import json
+
 import pytest
 import torch
 
@@ -20,3 +22,13 @@ def test_wrong_checkpoint_is_one_line_error(tmp_path):
         C.load_checkpoint(tmp_path / "x.pt", "vqgan")
     with pytest.raises(SystemExit, match="does not exist"):
         C.load_checkpoint(tmp_path / "missing.pt", "vqgan")
+
+
+def test_a_new_run_starts_an_empty_log_and_a_resumed_one_drops_lines_after_its_checkpoint(tmp_path):
+    log = tmp_path / "log.jsonl"
+    for step in range(1, 6):
+        C.append_log(log, dict(step=step, loss=1.0 / step))
+    C.start_log(log, 3)
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3]
+    C.start_log(log, 0)
+    assert log.read_text() == ""

@@ -69,6 +69,8 @@ def test_sigkill_at_a_random_step_then_resume_is_bit_identical(script, steps, pa
     assert interrupted_at < steps, f"killed at step {kill_at}, but the run had finished"
     run_script([*flags(killed), "--resume"])
     assert_same_state(script, whole, killed, parts)
+    logs = [(d / f"{script}_log.jsonl").read_text() for d in (whole, killed)]
+    assert logs[0] == logs[1]  # the lines written after the last checkpoint were dropped, then written again
 
 
 @pytest.mark.parametrize("script,sig", [("vqgan", signal.SIGINT), ("absorbing", signal.SIGTERM)])
