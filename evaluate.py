@@ -44,7 +44,8 @@ def load_images(source, n, img_size, seed=0):
     if source == "shapes":
         return torch.from_numpy(make_shapes(n, img_size, seed=seed)[0])
     if not Path(source).is_dir():
-        raise SystemExit(f"error: image folder {source} does not exist")
+        raise SystemExit(f"error: image folder {source} does not exist" if not Path(source).exists() else
+                         f"error: {source} is a file; --real and --fake take folders of images (or 'shapes')")
     return ImageFolder(scan_folder(source, img_size)[:n], img_size)
 
 

@@ -56,17 +56,21 @@ def random_denoiser(seed=1):
     return TableDenoiser(torch.randn(len(STATES), N, K, generator=g, dtype=torch.float64).log_softmax(-1))
 
 
-def exact_elbo(model, x, T):
-    """Eq. 6 by enumeration: sum_t (1/t) E_{mask ~ q(x_t|x_0)} [sum over masked i of -log2 p(x_0[i] | x_t)]."""
-    total = 0.0
+def masked_states(x, T):
+    """Every (t, q(x_t | x_0), x_t) with non-zero probability: each code masked independently with probability t/T."""
     for t in range(1, T + 1):
         for m in itertools.product([0, 1], repeat=N):
             prob = math.prod(t / T if mi else 1 - t / T for mi in m)
-            if prob == 0:
-                continue
-            x_t = torch.tensor([[MASK if mi else v for mi, v in zip(m, x)]])
-            logp = model(x_t)[0]
-            total += prob / t * sum(-logp[i, x[i]].item() for i in range(N) if m[i]) / math.log(2)
+            if prob > 0:
+                yield t, prob, tuple(MASK if mi else v for mi, v in zip(m, x))
+
+
+def exact_elbo(model, x, T):
+    """Eq. 6 by enumeration: sum_t (1/t) E_{mask ~ q(x_t|x_0)} [sum over masked i of -log2 p(x_0[i] | x_t)]."""
+    total = 0.0
+    for t, prob, x_t in masked_states(x, T):
+        logp = model(torch.tensor([x_t]))[0]
+        total += prob / t * sum(-logp[i, x[i]].item() for i in range(N) if x_t[i] == MASK) / math.log(2)
     return total
 
 
@@ -84,16 +88,11 @@ def variational_bound(model, x, T):
         return dist
 
     total = 0.0
-    for t in range(1, T + 1):
-        for m in itertools.product([0, 1], repeat=N):
-            prob = math.prod(t / T if mi else 1 - t / T for mi in m)
-            if prob == 0:
-                continue
-            x_t = tuple(MASK if mi else v for mi, v in zip(m, x))
-            p_x0 = model(torch.tensor([x_t]))[0].exp().tolist()
-            one_hot = [[1.0 if v == x[i] else 0.0 for v in range(K)] for i in range(N)]
-            q, p = step_distribution(x_t, t, one_hot), step_distribution(x_t, t, p_x0)
-            total += prob * sum(qs * math.log2(qs / p[s]) for s, qs in q.items() if qs > 0)
+    for t, prob, x_t in masked_states(x, T):
+        p_x0 = model(torch.tensor([x_t]))[0].exp().tolist()
+        one_hot = [[1.0 if v == x[i] else 0.0 for v in range(K)] for i in range(N)]
+        q, p = step_distribution(x_t, t, one_hot), step_distribution(x_t, t, p_x0)
+        total += prob * sum(qs * math.log2(qs / p[s]) for s, qs in q.items() if qs > 0)
     return total
 
 

@@ -103,6 +103,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
     (tmp_path / "junk.npy").write_bytes(b"not numpy")
     cases = [(["--real", str(tmp_path / "nope"), "--fake", "shapes", "--features", "random"], "does not exist"),
              (["--real", str(tmp_path / "empty"), "--fake", "shapes", "--features", "random"], "no readable image"),
+             (["--real", str(tmp_path / "wide.npy"), "--fake", "shapes", "--features", "random"], "is a file"),
              (["--real-features", str(tmp_path / "wide.npy"), "--fake-features", str(tmp_path / "narrow.npy")],
               "4-d but fake ones 3-d"),
              (["--real-features", str(tmp_path / "flat.npy"), "--fake-features", str(tmp_path / "wide.npy")],
