@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy.linalg
+import scipy.ndimage
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -32,7 +33,8 @@ from tqdm import tqdm
 from absorbing import (PRIOR_PRESETS, PriorConfig, Transformer, elbo_bits, load_codes, load_vqgan,
                        prior_from_checkpoint, sample, split_codes, training_losses)
 from common import bf16_is_fast, load_checkpoint, positive_int
-from vqgan import ImageFolder, codebook_usage, load_lpips, make_shapes, psnr, scan_folder, to_float
+from vqgan import (BACKGROUNDS, COLOURS, SHAPE_KINDS, ImageFolder, code_redundancy, codebook_usage,
+                   load_lpips, make_shapes, psnr, scan_folder, to_float, to_uint8)
 
 # -----------------------------------------------------------------------------
 # Images and their features
@@ -151,6 +153,101 @@ def quality(real_feats, fake_feats, k):
     return dict(fid=fid, **prdc(real_feats, fake_feats, k), n_real=len(real_feats), n_fake=len(fake_feats), nearest_k=k)
 
 # -----------------------------------------------------------------------------
+# Judging images against the rule of the built-in 'shapes' data (vqgan.draw_shapes): a plain white or black
+# background, then 1-3 separate shapes, each of one of the four colours, all of one kind. Every generated image is
+# either valid, with its kind, or invalid for the first rule it breaks. This measures global structure exactly,
+# where FID only compares feature statistics.
+
+SHAPE_REASONS = ("background", "count", "colour", "shape", "mixed kinds")
+SHAPE_AREA = (math.pi, 4 * 0.85 ** 2, 1.5 * 0.87)  # the area of each kind of vqgan.draw_shape is c * r^2
+
+
+def ideal_shapes(kind, cx, cy, r, size):
+    """Masks (P, H, W) for size (H, W) of ideal shapes of `kind` as vqgan.draw_shape draws them, one per row of the
+    centres and sizes cx, cy, r (P,); a pixel is inside if its centre is."""
+    y, x = np.mgrid[:size[0], :size[1]].astype(np.float64)
+    dx, dy, r = x - cx[:, None, None], y - cy[:, None, None], r[:, None, None]  # (P, size, size)
+    if kind == 0:
+        return dx ** 2 + dy ** 2 <= r ** 2
+    if kind == 1:
+        return np.maximum(abs(dx), abs(dy)) <= 0.85 * r
+    return (dy <= 0.5 * r) & (dy >= -r + abs(dx) * 1.5 / 0.87)  # below the apex, between the two sides
+
+
+def fit_iou(component, kind):
+    """The best IoU of a shape's pixels (H, W) bool with an ideal shape of `kind`, searched around the centroid
+    (half-pixel shifts) and the size its area gives (-15% to +15%: drawing rounds the edges outwards)."""
+    ys, xs = np.nonzero(component)
+    r0 = math.sqrt(len(xs) / SHAPE_AREA[kind])
+    shift, scale = np.array([-0.5, 0.0, 0.5]), np.linspace(0.85, 1.15, 7)
+    cx, cy, r = (a.ravel() for a in np.meshgrid(xs.mean() + shift, ys.mean() + shift, r0 * scale))  # (63,) each
+    ideal = ideal_shapes(kind, cx, cy, r, component.shape)
+    return ((ideal & component).sum((1, 2)) / (ideal | component).sum((1, 2))).max()
+
+
+def judge_shape_image(img, min_iou=0.8, tolerance=40, min_pixels=12):
+    """(reason, kind) for one uint8 (H, W, 3) image: reason is None and kind a name from SHAPE_KINDS when the
+    image obeys the rule, else reason is the first rule broken (one of SHAPE_REASONS) and kind None. Each pixel
+    is read as a mix a * colour + (1 - a) * background with a in [0, 1] (edges mix the two), for the one of the
+    four colours that explains it best; a shape's pixels are those with a > 1/2.
+    - background: the median pixel within `tolerance` of white or black; no stray marks (pixels more than
+      `tolerance` off the background that are neither in a shape nor next to one, or blobs under `min_pixels`);
+    - count: 1-3 shapes, a shape being a connected region of pixels of one colour;
+    - colour: each shape's median pixel within `tolerance` of its colour;
+    - shape: each within IoU `min_iou` of an ideal circle, square or triangle (fit_iou);
+    - mixed kinds: all shapes of one kind."""
+    x = img.astype(np.float64).reshape(-1, 3)
+    median = np.median(x, 0)
+    bg = np.array(min(BACKGROUNDS, key=lambda c: np.linalg.norm(median - c)), dtype=np.float64)
+    if np.linalg.norm(median - bg) > tolerance:
+        return "background", None
+    directions = np.array(COLOURS) - bg  # (4, 3): from the background to each colour
+    a = ((x - bg) @ directions.T / (directions ** 2).sum(1)).clip(0, 1)  # (S*S, 4) mix of each colour
+    residual = np.linalg.norm(x[:, None] - bg - a[..., None] * directions, axis=-1)  # (S*S, 4)
+    colour = residual.argmin(1)
+    a, residual = a[np.arange(len(x)), colour], residual[np.arange(len(x)), colour]  # (S*S,) each
+    shapes, small = [], 0
+    for c in range(len(COLOURS)):
+        labels, n = scipy.ndimage.label(((colour == c) & (a > 0.5)).reshape(img.shape[:2]))
+        for i in range(1, n + 1):
+            component = labels == i
+            if component.sum() >= min_pixels:
+                shapes.append((c, component))
+            else:
+                small += 1
+    near = scipy.ndimage.binary_dilation(np.any([s for _, s in shapes], 0)) if shapes else np.zeros(img.shape[:2], bool)
+    stray = (np.linalg.norm(x - bg, axis=1) > tolerance).reshape(img.shape[:2]) & ~near
+    if small and not shapes or stray.any():
+        return "background", None
+    if not 1 <= len(shapes) <= 3:
+        return "count", None
+    kinds = []
+    for c, component in shapes:
+        if np.median(np.linalg.norm(img[component] - np.array(COLOURS[c]), axis=1)) > tolerance:
+            return "colour", None
+        ious = [fit_iou(component, k) for k in range(len(SHAPE_KINDS))]
+        if max(ious) < min_iou:
+            return "shape", None
+        kinds.append(int(np.argmax(ious)))
+    if len(set(kinds)) > 1:
+        return "mixed kinds", None
+    return None, SHAPE_KINDS[kinds[0]]
+
+
+def judge_shapes(images):
+    """The rule's verdict on a dataset of uint8 (S, S, 3) images: shape_valid (the valid fraction), shape_kinds
+    (how many valid images of each kind) and shape_invalid (how many images broke each rule first)."""
+    kinds, reasons = dict.fromkeys(SHAPE_KINDS, 0), dict.fromkeys(SHAPE_REASONS, 0)
+    for img in images:
+        reason, kind = judge_shape_image(np.asarray(img))
+        if reason:
+            reasons[reason] += 1
+        else:
+            kinds[kind] += 1
+    n = sum(kinds.values()) + sum(reasons.values())
+    return dict(shape_valid=sum(kinds.values()) / n, shape_kinds=kinds, shape_invalid=reasons, shape_judged=n)
+
+# -----------------------------------------------------------------------------
 # Likelihood: the ELBO of held-out codes, an upper bound on their negative log-likelihood (Tab. 4)
 
 
@@ -182,7 +279,9 @@ def likelihood(ckpt_path, codes_path, draws, device, seed=0, bf16=False):
 
 
 @torch.no_grad()
-def reconstruction(vqgan_path, images, embed, device, batch_size=64):
+def reconstruction(vqgan_path, images, embed, device, judge=False, batch_size=64):
+    """PSNR, LPIPS, reconstruction FID, the codebook's usage and redundancy, and (judge) the shapes rule's verdict
+    on the reconstructions of a dataset of uint8 images."""
     vq = load_vqgan(vqgan_path, device)
     if vq is None:
         raise SystemExit(f"error: VQGAN checkpoint {vqgan_path} does not exist")
@@ -191,22 +290,28 @@ def reconstruction(vqgan_path, images, embed, device, batch_size=64):
     except SystemExit as e:
         print(f"note: LPIPS skipped ({e})", file=sys.stderr)
         lpips = None
-    real, fake, psnrs, dists, codes = [], [], [], [], []
-    for x in tqdm(torch.utils.data.DataLoader(images, batch_size=batch_size), desc="reconstruct"):
-        x = to_float(x.to(device))
+    real, fake, psnrs, dists, codes, pixels, rebuilt = [], [], [], [], [], [], []
+    for batch in tqdm(torch.utils.data.DataLoader(images, batch_size=batch_size), desc="reconstruct"):
+        x = to_float(batch.to(device))
         x_hat, _, c = vq(x)
         x_hat = x_hat.clamp(-1, 1)
         psnrs += [psnr(a[None], b[None]) for a, b in zip(x, x_hat)]
         if lpips is not None:
             dists.append(lpips(x, x_hat).flatten().cpu())
         codes.append(c.cpu())
+        pixels.append(batch.numpy())
+        rebuilt.append(to_uint8(x_hat).numpy())
         real.append(embed(x).double().cpu())
         fake.append(embed(x_hat).double().cpu())
-    perplexity, used = codebook_usage(torch.cat(codes), vq.cfg.codebook_size)
+    codes = torch.cat(codes)
+    perplexity, used = codebook_usage(codes, vq.cfg.codebook_size)
+    bits, agreement, repeated = code_redundancy(np.concatenate(pixels), codes.numpy())
     out = dict(psnr=float(np.mean(psnrs)), lpips=torch.cat(dists).mean().item() if dists else None,
-               codebook_perplexity=perplexity, codebook_used=used)
+               codebook_perplexity=perplexity, codebook_used=used, code_bits=bits, code_agreement=agreement,
+               repeated_patches=repeated)
     real, fake = torch.cat(real).numpy(), torch.cat(fake).numpy()
-    return dict(out, reconstruction_fid=frechet_distance(*statistics(real), *statistics(fake)))
+    out["reconstruction_fid"] = frechet_distance(*statistics(real), *statistics(fake))
+    return dict(out, **judge_shapes(np.concatenate(rebuilt))) if judge else out
 
 # -----------------------------------------------------------------------------
 # Speed: sampling and training throughput, against the machine's measured matmul peak
@@ -318,18 +423,22 @@ def main(args):
     if args.real_features or args.real and args.fake:
         real = load_features(args.real_features) if args.real_features else \
             features_of(embed, load_images(args.real, args.num, args.img_size), device, desc="real features")
+        fake_images = load_images(args.fake, args.num, args.img_size, seed=1) if args.fake else None
         fake = load_features(args.fake_features) if args.fake_features else \
-            features_of(embed, load_images(args.fake, args.num, args.img_size, seed=1), device, desc="fake features")
+            features_of(embed, fake_images, device, desc="fake features")
         if args.real_features:
             results["features"] = f"precomputed ({args.real_features}, {args.fake_features})"
         results.update(quality(real, fake, args.nearest_k))
+        if args.real == "shapes":  # images that should follow the rule of the built-in data: judge each
+            results.update(judge_shapes(fake_images))
     if args.codes:
         stats, per_image = likelihood(args.ckpt, args.codes, args.draws, device, args.seed, bf16)
         results.update(stats, dtype="bfloat16" if bf16 else "float32")
         if args.per_image:
             np.save(args.per_image, per_image)
     if args.vqgan:
-        results.update(reconstruction(args.vqgan, load_images(args.real, args.num, args.img_size), embed, device))
+        images = load_images(args.real, args.num, args.img_size, seed=1)  # held-out images for 'shapes'
+        results.update(reconstruction(args.vqgan, images, embed, device, judge=args.real == "shapes"))
     if args.speed:
         if args.ckpt:
             model = prior_from_checkpoint(load_checkpoint(args.ckpt, "absorbing"))

@@ -78,15 +78,19 @@ def draw_shapes(index, img_size=32, seed=0):
         if any((cx - x) ** 2 + (cy - y) ** 2 < (r + q + 1) ** 2 for x, y, q in placed):
             continue
         placed.append((cx, cy, r))
-        colour = COLOURS[rng.integers(len(COLOURS))]
-        if label == 0:
-            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=colour)
-        elif label == 1:
-            s = 0.85 * r  # a square of about the circle's area
-            draw.rectangle([cx - s, cy - s, cx + s, cy + s], fill=colour)
-        else:
-            draw.polygon([(cx, cy - r), (cx - 0.87 * r, cy + 0.5 * r), (cx + 0.87 * r, cy + 0.5 * r)], fill=colour)
+        draw_shape(draw, label, cx, cy, r, COLOURS[rng.integers(len(COLOURS))])
     return np.asarray(img), label
+
+
+def draw_shape(draw, kind, cx, cy, r, fill):
+    """One shape of `kind` (an index into SHAPE_KINDS) centred on (cx, cy), of size r, on a PIL ImageDraw."""
+    if kind == 0:
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
+    elif kind == 1:
+        s = 0.85 * r  # a square of about the circle's area
+        draw.rectangle([cx - s, cy - s, cx + s, cy + s], fill=fill)
+    else:  # pointing up; its centroid is (cx, cy)
+        draw.polygon([(cx, cy - r), (cx - 0.87 * r, cy + 0.5 * r), (cx + 0.87 * r, cy + 0.5 * r)], fill=fill)
 
 
 def make_shapes(n, img_size=32, seed=0):
@@ -285,6 +289,13 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
+def middle(cfg, ch):
+    """The blocks at the latent resolution between the encoder (or decoder) and the codes: residual, attention
+    (when the latent size is in attn_resolutions, as in the paper's presets), residual."""
+    attention = [AttnBlock(ch)] if cfg.img_size // cfg.downsample in cfg.attn_resolutions else []
+    return [ResBlock(ch, ch), *attention, ResBlock(ch, ch)]
+
+
 def encoder(cfg):
     """(B, 3, H, W) images -> (B, D, H/f, W/f) continuous latents."""
     chans = [cfg.nf * m for m in cfg.ch_mult]
@@ -298,8 +309,7 @@ def encoder(cfg):
         if i < len(chans) - 1:
             layers.append(Downsample(cin))
             res //= 2
-    layers += [ResBlock(cin, cin), AttnBlock(cin), ResBlock(cin, cin), norm(cin), nn.SiLU(),
-               nn.Conv2d(cin, cfg.emb_dim, 3, padding=1)]
+    layers += [*middle(cfg, cin), norm(cin), nn.SiLU(), nn.Conv2d(cin, cfg.emb_dim, 3, padding=1)]
     return nn.Sequential(*layers)
 
 
@@ -307,7 +317,7 @@ def decoder(cfg):
     """(B, D, h, w) quantized latents -> (B, 3, h*f, w*f) images; its last layer is G_L of Eq. 9c."""
     chans = [cfg.nf * m for m in reversed(cfg.ch_mult)]
     cin, res = chans[0], cfg.img_size // cfg.downsample
-    layers = [nn.Conv2d(cfg.emb_dim, cin, 3, padding=1), ResBlock(cin, cin), AttnBlock(cin), ResBlock(cin, cin)]
+    layers = [nn.Conv2d(cfg.emb_dim, cin, 3, padding=1), *middle(cfg, cin)]
     for i, cout in enumerate(chans):
         for _ in range(cfg.res_blocks):
             layers.append(ResBlock(cin, cout))
@@ -339,6 +349,28 @@ def codebook_usage(codes, codebook_size):
     p = torch.bincount(codes.flatten(), minlength=codebook_size).double()
     p = p[p > 0] / p.sum()
     return math.exp(-(p * p.log()).sum().item()), len(p) / codebook_size
+
+
+def code_redundancy(images, codes):
+    """How many codes the encoder spends on one patch content. images (N, S, S, 3) uint8, codes (N, h, w): each
+    code's f x f patch is matched with the other patches of exactly the same pixels (plain background, mostly).
+    Returns (bits, agreement, coverage): the entropy of the code given the patch content, H(code | content), 0
+    when equal patches always get one code; the fraction of those patches that get their content's most common
+    code; and the fraction of patches whose content repeats at all (the part of the data measured)."""
+    N, h, w = codes.shape
+    f = images.shape[1] // h
+    patches = images.reshape(N, h, f, w, f, 3).transpose(0, 1, 3, 2, 4, 5).reshape(N * h * w, -1)
+    _, content, counts = np.unique(patches, axis=0, return_inverse=True, return_counts=True)
+    content = content.ravel()
+    repeated = counts[content] > 1
+    if not repeated.any():
+        return float("nan"), float("nan"), 0.0
+    pairs = np.stack([content, codes.ravel().astype(np.int64)])[:, repeated]  # (2, M): (content, code) of each
+    pairs, n_pair = np.unique(pairs, axis=1, return_counts=True)
+    bits = -(n_pair * np.log2(n_pair / counts[pairs[0]])).sum() / repeated.sum()  # sum p(c, k) log 1 / p(k | c)
+    most_common = np.zeros(len(counts), dtype=np.int64)
+    np.maximum.at(most_common, pairs[0], n_pair)
+    return max(float(bits), 0.0), most_common.sum() / repeated.sum(), repeated.mean()
 
 
 class VQGAN(nn.Module):
@@ -487,9 +519,9 @@ def encode_dataset(model, dataset, device, batch_size=64, num_workers=0, disable
     return torch.cat(codes).numpy()
 
 
-def write_codes(codes, out_dir, ckpt_path, labels=None):
+def write_codes(codes, out_dir, ckpt_path, labels, redundancy):
     """OUT/codes.npy (N, h, w) and OUT/codes.json: the codebook size, the latent shape and the VQGAN
-    checkpoint's path relative to OUT, which is what absorbing.py reads."""
+    checkpoint's path relative to OUT, which is what absorbing.py reads, and the codes' statistics."""
     ckpt = load_checkpoint(ckpt_path, "vqgan")
     K = ckpt["config"]["codebook_size"]
     codes = codes.astype(np.int16 if K <= 2 ** 15 else np.int32)
@@ -500,7 +532,8 @@ def write_codes(codes, out_dir, ckpt_path, labels=None):
     if labels is not None:
         np.save(Path(out_dir) / "labels.npy", labels)
     meta = dict(codebook_size=K, latent_shape=list(codes.shape[1:]), n_images=len(codes),
-                vqgan=os.path.relpath(ckpt_path, out_dir), perplexity=perplexity, used=used)
+                vqgan=os.path.relpath(ckpt_path, out_dir), perplexity=perplexity, used=used,
+                **dict(zip(("code_bits", "code_agreement", "repeated_patches"), map(float, redundancy))))
     (Path(out_dir) / "codes.json").write_text(json.dumps(meta, indent=1) + "\n")
     return meta
 
@@ -554,8 +587,8 @@ def main(args):
         train_set, batch_sampler=StepBatches(len(train_set), step, args.batch_size, args.seed, rank, world_size),
         num_workers=args.num_workers, persistent_workers=args.num_workers > 0,
         generator=torch.Generator()))  # its own generator: making the loader must not draw from the global RNG
-    # PSNR on 64 validation images, the grid shows 8
-    val_x = to_float(torch.stack([val_set[i] for i in range(min(64, len(val_set)))])).to(device)
+    # PSNR and code redundancy on 256 validation images, the grid shows 8
+    val_x = to_float(torch.stack([val_set[i] for i in range(min(256, len(val_set)))])).to(device)
 
     def checkpoint():
         state = dict(kind="vqgan", version=CHECKPOINT_VERSION, config=asdict(cfg), args=vars(args), step=step,
@@ -582,10 +615,12 @@ def main(args):
             if is_main and (step % args.sample_every == 0 or step == args.max_steps):
                 raw.eval()
                 with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
-                    val_hat = raw(val_x)[0]
+                    val_hat, _, val_codes = raw(val_x)
                 grid = torch.cat([to_uint8(val_x[:8]), to_uint8(val_hat[:8])])
                 save_grid(grid, out / f"recon_{step:06d}.png", nrow=len(grid) // 2)
-                append_log(out / "vqgan_log.jsonl", dict(step=step, val_psnr=psnr(val_x, val_hat)))
+                bits, agreement, _ = code_redundancy(to_uint8(val_x).numpy(), val_codes.cpu().numpy())
+                append_log(out / "vqgan_log.jsonl", dict(step=step, val_psnr=psnr(val_x, val_hat), val_code_bits=bits,
+                                                         val_code_agreement=agreement))
             if step % args.ckpt_every == 0 or step == args.max_steps:
                 checkpoint()
             stop_if_signalled(caught, device, checkpoint, step, ckpt_path)
@@ -596,9 +631,13 @@ def finish(model, train_set, labels, ckpt_path, args, device, is_main):
     """Encode the training images to OUT/codes.npy (rank 0 only), then leave the process group."""
     if is_main:
         codes = encode_dataset(model, train_set, device, num_workers=args.num_workers)
-        meta = write_codes(codes, args.out_dir, ckpt_path, labels)
+        n = min(len(train_set), 2000)  # the redundancy of the codes of the first 2000 images
+        redundancy = code_redundancy(np.stack([np.asarray(train_set[i]) for i in range(n)]), codes[:n])
+        meta = write_codes(codes, args.out_dir, ckpt_path, labels, redundancy)
         print(f"wrote {Path(args.out_dir) / 'codes.npy'} {codes.shape}: codebook perplexity "
-              f"{meta['perplexity']:.1f}, {100 * meta['used']:.0f}% of {meta['codebook_size']} codes used")
+              f"{meta['perplexity']:.1f}, {100 * meta['used']:.0f}% of {meta['codebook_size']} codes used; equal "
+              f"patches: {meta['code_bits']:.2f} bits of code given the patch, {100 * meta['code_agreement']:.0f}% "
+              f"get their most common code ({100 * meta['repeated_patches']:.0f}% of patches repeat)")
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()

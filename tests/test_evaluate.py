@@ -8,6 +8,7 @@ import torch
 
 import absorbing
 import evaluate
+import vqgan
 
 
 def gaussian_features(n=300, d=16, seed=0, shift=0.0):
@@ -163,3 +164,67 @@ def test_bf16_and_float32_give_the_same_elbo(trained_prior, tiny_run):
             for bf16 in (False, True)]
     assert abs(runs[0]["elbo_bits_per_token"] - runs[1]["elbo_bits_per_token"]) < 0.01  # the same draws, seeded
 
+
+# ----------------------------------------------------------------------------- the shapes judge
+
+
+def test_the_judge_passes_real_images_and_names_their_kinds():
+    images, labels = evaluate.make_shapes(400, 32, seed=3)
+    verdicts = [evaluate.judge_shape_image(img) for img in images]
+    valid = [(kind, evaluate.SHAPE_KINDS[label]) for (reason, kind), label in zip(verdicts, labels) if reason is None]
+    assert len(valid) >= 0.99 * len(images)
+    assert all(kind == truth for kind, truth in valid)
+    summary = evaluate.judge_shapes(images)
+    assert summary["shape_valid"] == len(valid) / len(images) and sum(summary["shape_kinds"].values()) == len(valid)
+
+
+def test_ideal_shapes_fit_the_drawn_ones_and_not_the_other_kinds():
+    from PIL import Image, ImageDraw
+    for kind in range(3):
+        for cx, cy, r in [(10.3, 12.8, 5.0), (16.0, 15.5, 7.9)]:
+            img = Image.new("1", (32, 32))
+            vqgan.draw_shape(ImageDraw.Draw(img), kind, cx, cy, r, 1)
+            ious = [evaluate.fit_iou(np.asarray(img), k) for k in range(3)]
+            assert ious[kind] > 0.9 and max(ious[k] for k in range(3) if k != kind) < ious[kind] - 0.05
+
+
+def drawing(shapes, background=(255, 255, 255)):
+    """A 32x32 image with the given (kind, cx, cy, r, colour) shapes, drawn as the data draws them."""
+    from PIL import Image, ImageDraw
+    img = Image.new("RGB", (32, 32), background)
+    for kind, cx, cy, r, colour in shapes:
+        vqgan.draw_shape(ImageDraw.Draw(img), kind, cx, cy, r, colour)
+    return np.asarray(img)
+
+
+def test_the_judge_rejects_broken_drawings_for_the_right_reason():
+    from PIL import Image, ImageDraw
+    red, blue = evaluate.COLOURS[0], evaluate.COLOURS[2]
+    blob = Image.fromarray(drawing([]))
+    ImageDraw.Draw(blob).ellipse([4, 10, 27, 20], fill=red)  # a circle squashed to half its height
+    noisy = drawing([(0, 16, 16, 6, red)]).copy()
+    noisy[np.random.default_rng(0).random((32, 32)) < 0.05] = (90, 90, 90)
+    grey = np.full((32, 32, 3), 128, np.uint8)
+    cases = {"shape": np.asarray(blob),
+             "mixed kinds": drawing([(0, 8, 8, 5, red), (1, 22, 22, 5, blue)]),
+             "background": noisy,
+             "count": drawing([]),
+             "colour": drawing([(2, 16, 16, 7, (150, 60, 200))]),  # purple is not one of the four colours
+             }
+    for reason, img in cases.items():
+        assert evaluate.judge_shape_image(img) == (reason, None), reason
+    assert evaluate.judge_shape_image(grey) == ("background", None)
+    four = drawing([(0, 7, 7, 5, red), (0, 24, 7, 5, red), (0, 7, 24, 5, blue), (0, 24, 24, 5, blue)], (20, 20, 20))
+    assert evaluate.judge_shape_image(four) == ("count", None)
+    assert evaluate.judge_shape_image(four[:, :15]) == (None, "circle")  # cropped to two circles: valid
+
+
+def test_generated_images_are_judged_when_compared_with_shapes(tmp_path, capsys):
+    from PIL import Image
+    images, _ = evaluate.make_shapes(20, 32, seed=5)
+    for i, img in enumerate(images):
+        Image.fromarray(img if i % 2 else np.zeros_like(img)).save(tmp_path / f"{i:02d}.png")  # half are black
+    out = run(capsys, "--real", "shapes", "--fake", str(tmp_path), "--features", "random", "--num", "20",
+              "--nearest-k", "3")
+    assert out["shape_valid"] == 0.5 and sum(out["shape_kinds"].values()) == 10
+    assert out["shape_invalid"]["count"] == 10  # a black image is a clean background with no shape

@@ -47,6 +47,35 @@ def test_codebook_usage():
     p, used = V.codebook_usage(torch.arange(8).repeat(5), 8)
     assert math.isclose(p, 8) and used == 1.0
 
+def test_code_redundancy_matches_counting_by_hand():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 2, (30, 8, 8, 3), dtype=np.uint8) * 255  # 4x4 patches: some contents repeat
+    images[:, :4, :4] = 255  # one plain patch in every image
+    codes = rng.integers(0, 3, (30, 2, 2))
+    by_content = {}
+    for n in range(30):
+        for i in range(2):
+            for j in range(2):
+                key = images[n, 4 * i:4 * i + 4, 4 * j:4 * j + 4].tobytes()
+                by_content.setdefault(key, []).append(codes[n, i, j])
+    repeated = [ks for ks in by_content.values() if len(ks) > 1]
+    total = sum(len(ks) for ks in repeated)
+    bits = sum(-c * math.log2(c / len(ks)) for ks in repeated for c in np.unique(ks, return_counts=True)[1]) / total
+    agreement = sum(np.unique(ks, return_counts=True)[1].max() for ks in repeated) / total
+    ours = V.code_redundancy(images, codes)
+    assert ours == pytest.approx((bits, agreement, total / 120)) and 0 < bits and agreement < 1
+
+
+def test_code_redundancy_is_zero_for_one_code_per_content_and_nan_without_repeats():
+    images, _ = V.make_shapes(20)
+    patches = images.reshape(20, 8, 4, 8, 4, 3).transpose(0, 1, 3, 2, 4, 5).reshape(20, 8, 8, -1)
+    codes = patches.sum(-1) % 1000  # a function of the patch's content
+    bits, agreement, repeated = V.code_redundancy(images, codes)
+    assert bits == 0 and agreement == 1 and 0.5 < repeated <= 1
+    noise = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), np.uint8)  # no two patches alike
+    bits, agreement, repeated = V.code_redundancy(noise, codes[:2])
+    assert math.isnan(bits) and math.isnan(agreement) and repeated == 0
+
 # ----------------------------------------------------------------------------- adversarial part
 
 
