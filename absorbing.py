@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from common import (CHECKPOINT_VERSION, append_log, batch_indices, bf16_is_fast, catch_stop_signals,
-                    load_checkpoint, mean_over_ranks, positive_int, require_finite, restore, rng_states,
+                    learning_rate, load_checkpoint, mean_over_ranks, positive_int, require_finite, restore, rng_states,
                     save_checkpoint, save_grid, setup_distributed, start_log, stop_if_signalled, to_device)
 from vqgan import VQGAN, VQGANConfig, to_uint8
 
@@ -281,11 +281,6 @@ def prior_from_checkpoint(ckpt, ema=True):
     return model.eval()
 
 
-def lr_at(step, args):
-    """Linear warm-up from 0 to --lr over --warmup-steps, then constant (as the official code)."""
-    return args.lr * min(1.0, (step + 1) / args.warmup_steps)
-
-
 def main(args):
     rank, world_size, device = setup_distributed(args.device)
     args.bf16 = bf16_is_fast(device) if args.bf16 == "auto" else args.bf16 == "on"
@@ -352,7 +347,7 @@ def main(args):
             x_0 = train_codes[batch].to(device)
             g = torch.Generator(device).manual_seed(args.seed * 1_000_003 + step)  # this step's draws of t and masks
             for group in opt.param_groups:
-                group["lr"] = lr_at(step, args)
+                group["lr"] = learning_rate(step, args.lr, args.warmup_steps, args.max_steps, args.lr_decay)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
                 loss, elbo = training_losses(train_model, x_0, T, K, args.loss, g, rank, world_size)
             opt.zero_grad(set_to_none=True)
@@ -369,7 +364,7 @@ def main(args):
                 metrics = mean_over_ranks(dict(loss=loss.item(), elbo=elbo.mean().item(), grad_norm=grad_norm.item()))
                 bar.set_postfix(loss=f"{metrics['loss']:.3f}", elbo=f"{metrics['elbo']:.3f}")
                 if is_main:
-                    append_log(out / "absorbing_log.jsonl", dict(step=step, lr=lr_at(step - 1, args), **metrics))
+                    append_log(out / "absorbing_log.jsonl", dict(step=step, lr=opt.param_groups[0]["lr"], **metrics))
             if is_main and (step % args.eval_every == 0 or step == args.max_steps):
                 val, err = validate()
                 tqdm.write(f"step {step}: validation ELBO {val:.4f} +- {err:.4f} bits per token (EMA weights)")
@@ -403,6 +398,8 @@ def get_args(argv=None):
     p.add_argument("--batch-size", type=positive_int, default=32, help="global batch size (split over torchrun ranks)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (the paper: 2e-4, FFHQ 1e-4)")
     p.add_argument("--warmup-steps", type=positive_int, default=100, help="linear warm-up (the paper: 10000-30000)")
+    p.add_argument("--lr-decay", choices=["constant", "cosine"], default="cosine",
+                   help="after the warm-up: constant (the paper, for long runs) or a cosine down to 0 at --max-steps")
     p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay of the matrices")
     p.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradient norm at this")
     p.add_argument("--ema-decay", type=float, default=0.995, help="EMA decay of the weights per step")
@@ -417,7 +414,8 @@ def get_args(argv=None):
     p.add_argument("--sample-every", type=int, default=1000, help="steps between sample previews (0: none)")
     p.add_argument("--sample-steps", type=positive_int, default=None, help="sampling steps of the previews (default N)")
     p.add_argument("--ckpt-every", type=positive_int, default=500, help="steps between checkpoints")
-    p.add_argument("--resume", action="store_true", help="continue OUT/absorbing.pt (--max-steps may grow)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue OUT/absorbing.pt (--max-steps may grow, which stretches a cosine --lr-decay)")
     args = p.parse_args(argv)
     for k, v in PRIOR_PRESETS[args.preset].items():
         if getattr(args, k) is None:

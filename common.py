@@ -4,6 +4,7 @@ exact resume, the order of training batches, logs and image grids. Nothing here 
 """
 import argparse
 import json
+import math
 import os
 import signal
 from pathlib import Path
@@ -45,6 +46,15 @@ def to_device(t, device):
     """A CPU tensor on `device`. On CUDA the copy goes through pinned memory without blocking: a plain copy from
     pageable memory would make the host wait for the GPU to finish its queue, once per sampling step."""
     return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t.to(device)
+
+
+def learning_rate(step, peak, warmup_steps, max_steps, decay):
+    """Linear warm-up from 0 to `peak` over `warmup_steps`, then constant (the paper's schedule) or, with decay
+    'cosine', down to 0 at max_steps along a half cosine: a short run ends at its best weights, not mid-noise."""
+    warm = min(1.0, (step + 1) / max(warmup_steps, 1))
+    if decay == "constant" or step < warmup_steps:
+        return peak * warm
+    return peak * 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / max(max_steps - warmup_steps, 1)))
 
 
 def save_checkpoint(obj, path):

@@ -190,9 +190,9 @@ def judge_shape_image(img, min_iou=0.8, tolerance=40, min_pixels=12):
     image obeys the rule, else reason is the first rule broken (one of SHAPE_REASONS) and kind None. Each pixel
     is read as a mix a * colour + (1 - a) * background with a in [0, 1] (edges mix the two), for the one of the
     four colours that explains it best; a shape's pixels are those with a > 1/2.
-    - background: the median pixel within `tolerance` of white or black; no stray marks (pixels more than
-      `tolerance` off the background that are neither in a shape nor next to one, or blobs under `min_pixels`);
-    - count: 1-3 shapes, a shape being a connected region of pixels of one colour;
+    - background: the median pixel within `tolerance` of white or black; no stray mark (a connected region of
+      pixels more than `tolerance` off the background that touches no shape: a shape's blurred edge is no mark);
+    - count: 1-3 shapes, a shape being a connected region of `min_pixels` or more pixels of one colour;
     - colour: each shape's median pixel within `tolerance` of its colour;
     - shape: each within IoU `min_iou` of an ideal circle, square or triangle (fit_iou);
     - mixed kinds: all shapes of one kind."""
@@ -203,21 +203,15 @@ def judge_shape_image(img, min_iou=0.8, tolerance=40, min_pixels=12):
         return "background", None
     directions = np.array(COLOURS) - bg  # (4, 3): from the background to each colour
     a = ((x - bg) @ directions.T / (directions ** 2).sum(1)).clip(0, 1)  # (S*S, 4) mix of each colour
-    residual = np.linalg.norm(x[:, None] - bg - a[..., None] * directions, axis=-1)  # (S*S, 4)
-    colour = residual.argmin(1)
-    a, residual = a[np.arange(len(x)), colour], residual[np.arange(len(x)), colour]  # (S*S,) each
-    shapes, small = [], 0
+    colour = np.linalg.norm(x[:, None] - bg - a[..., None] * directions, axis=-1).argmin(1)  # (S*S,) best fit
+    a = a[np.arange(len(x)), colour]  # (S*S,)
+    shapes = []
     for c in range(len(COLOURS)):
         labels, n = scipy.ndimage.label(((colour == c) & (a > 0.5)).reshape(img.shape[:2]))
-        for i in range(1, n + 1):
-            component = labels == i
-            if component.sum() >= min_pixels:
-                shapes.append((c, component))
-            else:
-                small += 1
-    near = scipy.ndimage.binary_dilation(np.any([s for _, s in shapes], 0)) if shapes else np.zeros(img.shape[:2], bool)
-    stray = (np.linalg.norm(x - bg, axis=1) > tolerance).reshape(img.shape[:2]) & ~near
-    if small and not shapes or stray.any():
+        shapes += [(c, labels == i) for i in range(1, n + 1) if (labels == i).sum() >= min_pixels]
+    marks, n_marks = scipy.ndimage.label((np.linalg.norm(x - bg, axis=1) > tolerance).reshape(img.shape[:2]))
+    in_shapes = np.any([s for _, s in shapes], 0) if shapes else np.zeros(img.shape[:2], bool)
+    if n_marks > len(np.setdiff1d(marks[in_shapes], [0])):  # a mark that touches no shape
         return "background", None
     if not 1 <= len(shapes) <= 3:
         return "count", None

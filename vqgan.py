@@ -29,21 +29,23 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageOps
 from tqdm import tqdm
 
-from common import (CHECKPOINT_VERSION, StepBatches, append_log, bf16_is_fast, catch_stop_signals, load_checkpoint,
-                    mean_over_ranks, positive_int, require_finite, restore, rng_states, save_checkpoint, save_grid,
-                    setup_distributed, start_log, stop_if_signalled)
+from common import (CHECKPOINT_VERSION, StepBatches, append_log, bf16_is_fast, catch_stop_signals, learning_rate,
+                    load_checkpoint, mean_over_ranks, positive_int, require_finite, restore, rng_states,
+                    save_checkpoint, save_grid, setup_distributed, start_log, stop_if_signalled)
 
 # -----------------------------------------------------------------------------
 # Presets. 'shapes' is small enough to train on a laptop CPU in minutes; the other three hold the
 # paper's hyperparameters (Appendix A and the official code): 256x256 images, f=16, 16x16 codes.
 
 PAPER = dict(img_size=256, nf=128, ch_mult=(1, 1, 2, 2, 4), res_blocks=2, attn_resolutions=(16,), emb_dim=256,
-             codebook_size=1024, beta=0.25, ndf=64, disc_layers=3, disc_start=30001, lambda_max=1.0,
-             perceptual_weight=1.0, lr=4.5e-6 * 4, codebook_lr_mult=1.0, batch_size=4, max_steps=1_400_000)
+             codebook_size=1024, beta=0.25, local_encoder=False, restart_after=0, ndf=64, disc_layers=3,
+             disc_start=30001, lambda_max=1.0, perceptual_weight=1.0, lr=4.5e-6 * 4, lr_decay="constant",
+             codebook_lr_mult=1.0, batch_size=4, max_steps=1_400_000)
 PRESETS = {
     "shapes": dict(img_size=32, nf=32, ch_mult=(1, 2, 2), res_blocks=1, attn_resolutions=(8,), emb_dim=32,
-                   codebook_size=128, beta=0.25, ndf=32, disc_layers=2, disc_start=1000, lambda_max=1.0,
-                   perceptual_weight=0.0, lr=1e-3, codebook_lr_mult=10.0, batch_size=32, max_steps=1200),
+                   codebook_size=128, beta=0.25, local_encoder=True, restart_after=50, ndf=32, disc_layers=2,
+                   disc_start=1000, lambda_max=1.0, perceptual_weight=0.0, lr=1e-3, lr_decay="cosine",
+                   codebook_lr_mult=10.0, batch_size=32, max_steps=1200),
     "ffhq": PAPER,
     "churches": dict(PAPER, max_steps=2_200_000),
     "bedrooms": dict(PAPER, max_steps=2_200_000),
@@ -227,6 +229,8 @@ class VQGANConfig:
     emb_dim: int = 32                 # D, the size of a code vector
     codebook_size: int = 128          # K, the number of codes
     beta: float = 0.25                # weight of the commitment term
+    local_encoder: bool = False       # each code sees only its own patch (False: the paper's convolutional encoder)
+    restart_after: int = 0            # move a code unused for this many steps onto an encoder output (0: never)
 
     @classmethod
     def from_dict(cls, d):  # a checkpoint's plain values back to a config
@@ -313,6 +317,28 @@ def encoder(cfg):
     return nn.Sequential(*layers)
 
 
+class PatchMLP(nn.Module):
+    """A residual two-layer MLP applied at each position on its own (1x1 convolutions, no normalisation across
+    positions): nothing mixes neighbouring positions."""
+
+    def __init__(self, ch):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(ch, 2 * ch, 1), nn.SiLU(), nn.Conv2d(2 * ch, ch, 1))
+
+    def forward(self, x):  # (B, C, h, w)
+        return x + self.net(x)
+
+
+def local_encoder(cfg):
+    """(B, 3, H, W) images -> (B, D, H/f, W/f) latents, each a function of its own f x f patch only: a convolution
+    with kernel and stride f cuts the image into patches, then MLPs per patch. Equal patches get equal codes, so
+    a code means its patch's pixels and nothing of the context (see code_redundancy)."""
+    ch = cfg.nf * cfg.ch_mult[-1]
+    f = cfg.downsample
+    return nn.Sequential(nn.Conv2d(3, ch, f, stride=f), *[PatchMLP(ch) for _ in range(len(cfg.ch_mult) + 1)],
+                         nn.SiLU(), nn.Conv2d(ch, cfg.emb_dim, 1))
+
+
 def decoder(cfg):
     """(B, D, h, w) quantized latents -> (B, 3, h*f, w*f) images; its last layer is G_L of Eq. 9c."""
     chans = [cfg.nf * m for m in reversed(cfg.ch_mult)]
@@ -370,21 +396,42 @@ def code_redundancy(images, codes):
     bits = -(n_pair * np.log2(n_pair / counts[pairs[0]])).sum() / repeated.sum()  # sum p(c, k) log 1 / p(k | c)
     most_common = np.zeros(len(counts), dtype=np.int64)
     np.maximum.at(most_common, pairs[0], n_pair)
-    return max(float(bits), 0.0), most_common.sum() / repeated.sum(), repeated.mean()
+    return float(bits) + 0.0, most_common.sum() / repeated.sum(), repeated.mean()  # + 0.0: no -0.0
 
 
 class VQGAN(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.cfg = cfg
-        self.encoder, self.decoder = encoder(cfg), decoder(cfg)
+        self.encoder, self.decoder = (local_encoder if cfg.local_encoder else encoder)(cfg), decoder(cfg)
         self.codebook = nn.Embedding(cfg.codebook_size, cfg.emb_dim)
         nn.init.uniform_(self.codebook.weight, -1 / cfg.codebook_size, 1 / cfg.codebook_size)
+        if cfg.restart_after:  # training steps since each code was last chosen
+            self.register_buffer("idle", torch.zeros(cfg.codebook_size, dtype=torch.long))
+
+    @torch.no_grad()
+    def restart_dead_codes(self, z, codes):
+        """Codebook restarts: a code that no position chose in the last `restart_after` training steps is moved onto
+        a random encoder output of the batch, where it will be chosen and trained. A code that starts or ends up far
+        from every encoder output is otherwise never chosen again (codebook collapse)."""
+        chosen = torch.bincount(codes.flatten(), minlength=self.cfg.codebook_size)
+        if dist.is_initialized():
+            dist.all_reduce(chosen)
+        self.idle.copy_(torch.where(chosen > 0, 0, self.idle + 1))
+        dead = (self.idle >= self.cfg.restart_after).nonzero().squeeze(1)
+        if len(dead):
+            z = z.reshape(-1, z.shape[-1])  # (B*h*w, D)
+            self.codebook.weight[dead] = z[torch.randint(len(z), (len(dead),), device=z.device)]
+            self.idle[dead] = 0
+            if dist.is_initialized():  # every process keeps rank 0's choice
+                dist.broadcast(self.codebook.weight, 0)
 
     def quantize(self, z):  # (B, D, h, w) -> z_q (B, D, h, w), L_VQ, codes (B, h, w)
         with torch.autocast(z.device.type, enabled=False):  # distances in float32: bf16 picks wrong codes
             z = z.float().permute(0, 2, 3, 1)  # (B, h, w, D)
             codes = nearest_code(z, self.codebook.weight)
+            if self.training and self.cfg.restart_after and torch.is_grad_enabled():
+                self.restart_dead_codes(z, codes)
             z_q = self.codebook(codes)  # (B, h, w, D)
             loss = vq_loss(z, z_q, self.cfg.beta)
             z_q = z + (z_q - z).detach()  # straight-through: the decoder's gradient flows to the encoder unchanged
@@ -565,6 +612,7 @@ def main(args):
     codebook = {"params": model.codebook.parameters(), "lr": args.lr * args.codebook_lr_mult}
     opt = torch.optim.Adam([{"params": others}, codebook], lr=args.lr, betas=(0.5, 0.9))
     d_opt = torch.optim.Adam(disc.parameters(), lr=args.lr, betas=(0.5, 0.9))
+    base_lrs = [args.lr, args.lr * args.codebook_lr_mult]  # of the two groups of opt
     parts = dict(model=model, disc=disc, opt=opt, d_opt=d_opt)  # what a checkpoint holds, besides settings
     step = restore(ckpt, parts, rank, world_size) if ckpt else 0
     if is_main:
@@ -604,6 +652,8 @@ def main(args):
             x = to_float(next(loader).to(device))
             if args.hflip:
                 x = torch.where(torch.rand(len(x), 1, 1, 1, device=device) < 0.5, x.flip(3), x)
+            for group, base in zip([*opt.param_groups, *d_opt.param_groups], [*base_lrs, args.lr]):
+                group["lr"] = learning_rate(step, base, 0, args.max_steps, args.lr_decay)
             metrics = train_step(model, disc, opt, d_opt, x, step, args, perceptual)
             step += 1
             bar.update(1)
@@ -659,6 +709,10 @@ def get_args(argv=None):
     p.add_argument("--attn-resolutions", type=positive_int, nargs="*", default=None, help="sizes with attention")
     p.add_argument("--emb-dim", type=positive_int, default=None, help="dimension D of a code vector")
     p.add_argument("--codebook-size", type=positive_int, default=None, help="number K of codes")
+    p.add_argument("--local-encoder", choices=["on", "off"], default=None,
+                   help="on: each code is computed from its own f x f patch only; off: the paper's encoder")
+    p.add_argument("--restart-after", type=int, default=None,
+                   help="move a code no position chose for this many steps onto an encoder output (0: never)")
     p.add_argument("--beta", type=float, default=None, help="weight of the commitment loss")
     p.add_argument("--ndf", type=positive_int, default=None, help="discriminator channels")
     p.add_argument("--disc-layers", type=positive_int, default=None, help="discriminator stride-2 layers")
@@ -666,6 +720,8 @@ def get_args(argv=None):
     p.add_argument("--lambda-max", type=float, default=None, help="clamp on the adaptive GAN weight (Eq. 9c)")
     p.add_argument("--perceptual-weight", type=float, default=None, help="weight of LPIPS (needs VGG16 weights)")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate")
+    p.add_argument("--lr-decay", choices=["constant", "cosine"], default=None,
+                   help="learning rate after the start: constant (the paper's) or a cosine down to 0 at --max-steps")
     p.add_argument("--codebook-lr-mult", type=float, default=None, help="the codebook's learning rate over --lr")
     p.add_argument("--batch-size", type=positive_int, default=None, help="global batch (split over torchrun ranks)")
     p.add_argument("--max-steps", type=positive_int, default=None, help="training steps")
@@ -678,7 +734,8 @@ def get_args(argv=None):
     p.add_argument("--log-every", type=positive_int, default=20, help="steps between log lines")
     p.add_argument("--sample-every", type=positive_int, default=200, help="steps between reconstruction grids")
     p.add_argument("--ckpt-every", type=positive_int, default=200, help="steps between checkpoints")
-    p.add_argument("--resume", action="store_true", help="continue OUT/vqgan.pt (same settings; --max-steps may grow)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue OUT/vqgan.pt (same settings; --max-steps may grow, stretching a cosine --lr-decay)")
     p.add_argument("--encode-only", action="store_true", help="load OUT/vqgan.pt and only write codes.npy")
     args = p.parse_args(argv)
     preset = PRESETS[args.preset or (args.data if args.data in PRESETS else "ffhq")]
@@ -686,6 +743,7 @@ def get_args(argv=None):
         if getattr(args, k) is None:
             setattr(args, k, v)
     args.ch_mult, args.attn_resolutions = tuple(args.ch_mult), tuple(args.attn_resolutions)
+    args.local_encoder = args.local_encoder in ("on", True)
     if args.num_workers is None:
         args.num_workers = 0 if args.data == "shapes" else 4
     f = 2 ** (len(args.ch_mult) - 1)

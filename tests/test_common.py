@@ -32,3 +32,15 @@ def test_a_new_run_starts_an_empty_log_and_a_resumed_one_drops_lines_after_its_c
     assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3]
     C.start_log(log, 0)
     assert log.read_text() == ""
+
+
+def test_learning_rate_warms_up_then_stays_or_follows_a_half_cosine():
+    import math
+    constant = [C.learning_rate(s, 1.0, 10, 110, "constant") for s in range(110)]
+    assert constant[0] == 0.1 and constant[9] == 1.0 and set(constant[9:]) == {1.0}
+    cosine = [C.learning_rate(s, 2.0, 10, 110, "cosine") for s in range(111)]
+    assert cosine[:10] == [2 * c for c in constant[:10]]
+    assert cosine[60] == pytest.approx(1.0) and cosine[110] == pytest.approx(0.0, abs=1e-12)
+    for s in range(10, 111):  # by the formula, step by step
+        assert cosine[s] == pytest.approx(1.0 + math.cos(math.pi * (s - 10) / 100))
+    assert all(a >= b for a, b in zip(cosine[10:], cosine[11:]))

@@ -237,8 +237,9 @@ def test_short_run_lowers_loss_and_writes_codes(tmp_path):
 
 def test_resume_continues_the_same_run(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    run(a, "--max-steps", "12", "--disc-start", "6", "--batch-size", "8")
-    run(b, "--max-steps", "7", "--disc-start", "6", "--batch-size", "8")
+    # a constant rate: a cosine's horizon moves with --max-steps, so a run extended on resume is another schedule
+    run(a, "--max-steps", "12", "--disc-start", "6", "--batch-size", "8", "--lr-decay", "constant")
+    run(b, "--max-steps", "7", "--disc-start", "6", "--batch-size", "8", "--lr-decay", "constant")
     V.main(V.get_args(["--out-dir", str(b), "--resume", "--max-steps", "12"]))
     ca, cb = (C.load_checkpoint(d / "vqgan.pt", "vqgan") for d in (a, b))
     assert ca["step"] == cb["step"] == 12
@@ -247,3 +248,48 @@ def test_resume_continues_the_same_run(tmp_path):
             assert torch.equal(ca[part][k], cb[part][k]), (part, k)
     assert torch.equal(ca["opt"]["state"][0]["exp_avg"], cb["opt"]["state"][0]["exp_avg"])
     assert np.array_equal(np.load(a / "codes.npy"), np.load(b / "codes.npy"))
+
+
+def test_attention_at_the_latent_size_is_optional_and_kept_by_the_paper_preset():
+    def attention_blocks(**kw):
+        return sum(isinstance(m, V.AttnBlock) for m in V.VQGAN(V.VQGANConfig(**kw)).modules())
+    assert attention_blocks(attn_resolutions=(8,)) == 4  # encoder and decoder: one after the level, one in the middle
+    assert attention_blocks(attn_resolutions=()) == 0
+    paper = V.VQGANConfig(**{k: v for k, v in V.PAPER.items() if k in V.VQGANConfig.__dataclass_fields__})
+    assert paper.img_size // paper.downsample in paper.attn_resolutions
+
+
+def test_the_local_encoder_sees_only_its_own_patch():
+    torch.manual_seed(0)
+    model = V.VQGAN(V.VQGANConfig(local_encoder=True))  # f = 4: 8x8 codes of 32x32 images
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    changed = x.clone()
+    changed[:, :, 4:8, 8:12] = torch.rand(3, 4, 4)  # the patch of code (1, 2) only
+    z, z_changed = model.encoder(x), model.encoder(changed)
+    differs = (z - z_changed).abs().amax(1)[0] > 0  # (8, 8)
+    assert differs[1, 2] and differs.sum() == 1
+    images, _ = V.make_shapes(16)
+    codes = model.encode(V.to_float(torch.from_numpy(images))).numpy()
+    assert V.code_redundancy(images, codes)[0] == 0  # equal patches, equal codes, even with random weights
+    paper_codes = V.VQGAN(V.VQGANConfig()).encode(V.to_float(torch.from_numpy(images))).numpy()
+    assert V.code_redundancy(images, paper_codes)[0] > 0  # the paper's encoder sees the context
+
+
+def test_codes_unused_for_restart_after_steps_move_onto_encoder_outputs():
+    torch.manual_seed(0)
+    model = V.VQGAN(V.VQGANConfig(codebook_size=16, emb_dim=8, restart_after=2)).train()
+    with torch.no_grad():
+        model.codebook.weight[8:] += 100.0  # codes 8..15 are far from every encoder output: never chosen
+    before = model.codebook.weight.detach().clone()
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    z = model.encoder(x).permute(0, 2, 3, 1).reshape(-1, 8)  # the encoder outputs of the batch
+    model(x)
+    assert torch.equal(model.codebook.weight, before) and (model.idle[8:] == 1).all()  # idle once: kept
+    model(x)  # idle twice: restarted
+    moved = model.codebook.weight.detach()[8:]
+    assert all((z == row).all(1).any() for row in moved)  # each restarted code is one of the encoder outputs
+    chosen = torch.unique(V.nearest_code(z, before))
+    assert torch.equal(model.codebook.weight[chosen], before[chosen]) and (model.idle == 0).all()
+    with torch.no_grad():
+        model(x)  # evaluation (no gradients) never restarts
+    assert torch.equal(model.codebook.weight.detach()[8:], moved)

@@ -27,7 +27,7 @@ from sample import decode  # noqa: E402
 
 FONT = ImageFont.load_default(size=12)
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
-FIGURES = ["recon", "codes", "masking", "elbo_per_t", "val_elbo", "trajectory", "steps", "copies"]
+FIGURES = ["recon", "codes", "redundancy", "masking", "elbo_per_t", "val_elbo", "trajectory", "steps", "copies"]
 
 # -----------------------------------------------------------------------------
 # Drawing with Pillow: image grids with captions, and small line charts
@@ -129,6 +129,32 @@ def fig_codes(m, args):
     pictures = [picture(vqgan.to_uint8(x), scale), grid, picture(vqgan.to_uint8(m["vq"].decode(codes[None])), scale)]
     save(join(pictures, ["image", f"its {h}x{w} codes", "decoded codes"]), args.fig_dir / "codes.png")
     print(f"codes of the image, row by row: {codes.tolist()}")
+
+
+def code_map(codes, K, cell=4):
+    """Codes (B, h, w) -> uint8 images (B, h*cell, w*cell, 3), each code a colour of its own (the same colour,
+    the same code)."""
+    palette = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (K, 3), dtype=np.uint8))
+    return palette[codes].repeat_interleave(cell, 1).repeat_interleave(cell, 2)
+
+
+def fig_redundancy(m, args):
+    """Codes of held-out images from the paper's encoder (python vqgan.py --local-encoder off --out-dir
+    out/paper_encoder) and from the local one: each code a colour."""
+    before = absorbing.load_vqgan(args.out_dir / "paper_encoder" / "vqgan.pt", "cpu")
+    if before is None:
+        raise SystemExit("error: the redundancy figure needs python vqgan.py --local-encoder off --out-dir "
+                         "out/paper_encoder")
+    images = vqgan.make_shapes(500, seed=1)[0]
+    x = vqgan.to_float(torch.from_numpy(images))
+    rows = [torch.from_numpy(images[:8])]
+    for name, vq in (("paper's encoder", before), ("local encoder", m["vq"])):
+        codes = vq.encode(x)
+        bits, agreement, _ = vqgan.code_redundancy(images, codes.numpy())
+        print(f"{name}: {bits:.2f} bits of code given the patch, {100 * agreement:.0f}% of equal patches get their "
+              f"most common code (500 held-out images)")
+        rows.append(code_map(codes[:8], vq.cfg.codebook_size, vq.cfg.downsample))
+    save(picture(torch.cat(rows), nrow=8), args.fig_dir / "redundancy.png")
 
 
 def fig_masking(m, args):
