@@ -430,11 +430,11 @@ class VQGAN(nn.Module):
         with torch.autocast(z.device.type, enabled=False):  # distances in float32: bf16 picks wrong codes
             z = z.float().permute(0, 2, 3, 1)  # (B, h, w, D)
             codes = nearest_code(z, self.codebook.weight)
-            if self.training and self.cfg.restart_after and torch.is_grad_enabled():
-                self.restart_dead_codes(z, codes)
             z_q = self.codebook(codes)  # (B, h, w, D)
             loss = vq_loss(z, z_q, self.cfg.beta)
             z_q = z + (z_q - z).detach()  # straight-through: the decoder's gradient flows to the encoder unchanged
+            if self.training and self.cfg.restart_after and torch.is_grad_enabled():  # moves only unchosen codes
+                self.restart_dead_codes(z.detach(), codes)
         return z_q.permute(0, 3, 1, 2), loss, codes
 
     def forward(self, x):  # (B, 3, H, W) -> x_hat (B, 3, H, W), L_VQ, codes (B, h, w)

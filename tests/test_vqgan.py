@@ -285,7 +285,8 @@ def test_codes_unused_for_restart_after_steps_move_onto_encoder_outputs():
     z = model.encoder(x).permute(0, 2, 3, 1).reshape(-1, 8)  # the encoder outputs of the batch
     model(x)
     assert torch.equal(model.codebook.weight, before) and (model.idle[8:] == 1).all()  # idle once: kept
-    model(x)  # idle twice: restarted
+    x_hat, loss, _ = model(x)  # idle twice: restarted
+    (loss + x_hat.mean()).backward()  # the restart, made after the lookup, leaves the graph usable
     moved = model.codebook.weight.detach()[8:]
     assert all((z == row).all(1).any() for row in moved)  # each restarted code is one of the encoder outputs
     chosen = torch.unique(V.nearest_code(z, before))

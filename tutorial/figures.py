@@ -27,6 +27,8 @@ from sample import decode  # noqa: E402
 
 FONT = ImageFont.load_default(size=12)
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
+PAPER_ENCODER = ("python vqgan.py --local-encoder off --lr-decay constant --restart-after 0 "
+                 "--out-dir out/paper_encoder")
 FIGURES = ["recon", "codes", "redundancy", "masking", "elbo_per_t", "val_elbo", "trajectory", "steps", "copies"]
 
 # -----------------------------------------------------------------------------
@@ -139,12 +141,11 @@ def code_map(codes, K, cell=4):
 
 
 def fig_redundancy(m, args):
-    """Codes of held-out images from the paper's encoder (python vqgan.py --local-encoder off --out-dir
-    out/paper_encoder) and from the local one: each code a colour."""
+    """Codes of held-out images from the paper's encoder (the previous default, trained by PAPER_ENCODER) and
+    from the local one: each code a colour."""
     before = absorbing.load_vqgan(args.out_dir / "paper_encoder" / "vqgan.pt", "cpu")
     if before is None:
-        raise SystemExit("error: the redundancy figure needs python vqgan.py --local-encoder off --out-dir "
-                         "out/paper_encoder")
+        raise SystemExit(f"error: the redundancy figure needs the paper's encoder: run {PAPER_ENCODER}")
     images = vqgan.make_shapes(500, seed=1)[0]
     x = vqgan.to_float(torch.from_numpy(images))
     rows = [torch.from_numpy(images[:8])]
