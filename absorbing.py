@@ -166,9 +166,10 @@ def loss_weight(t, T, loss):
         return T / t
     if loss == "reweighted_elbo":
         # Eq. 7 as Appendix B derives it: the 1/t of each step becomes (T - t + 1) / T, which weighs late, heavily
-        # masked steps less. (The official code uses 1 - t/T, which gives the all-masked step t = T no weight at
-        # all, yet sampling starts there.) The one-draw estimate T * (T - t + 1)/T * CE_t is divided by T, a
-        # constant that changes no minimiser and keeps the loss on the ELBO's scale.
+        # masked steps less. (The official code uses 1 - t/T, which gives t = T no weight; the all-masked input,
+        # where sampling starts, is then trained only through t = T - 1, which masks every code with probability
+        # ((T - 1)/T)^N.) The one-draw estimate T * (T - t + 1)/T * CE_t is divided by T, a constant that changes
+        # no minimiser and keeps the loss on the ELBO's scale.
         return (T - t + 1) / T
     raise ValueError(f"unknown loss {loss}")
 
