@@ -1,17 +1,22 @@
 """
-Plumbing shared by the stages: devices and torchrun, atomic checkpoints loaded safely, random states for an
-exact resume, the order of training batches, logs and image grids. Nothing here is part of the method.
+Plumbing shared by the stages: devices and torchrun, image files, atomic checkpoints loaded safely, random
+states for an exact resume, the order of training batches, the learning rate, logs and image grids. Nothing
+here is part of the method.
 """
 import argparse
 import json
 import math
 import os
 import signal
+import sys
+import warnings
+import zlib
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
-from PIL import Image
+from PIL import Image, ImageOps
 
 CHECKPOINT_VERSION = 1
 
@@ -55,6 +60,99 @@ def learning_rate(step, peak, warmup_steps, max_steps, decay):
     if decay == "constant" or step < warmup_steps:
         return peak * warm
     return peak * 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / max(max_steps - warmup_steps, 1)))
+
+
+# -----------------------------------------------------------------------------
+# Image files: reading any folder of images robustly (formats, modes, broken files), and a fixed split
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def to_rgb(img):
+    """Any Pillow image as 8-bit RGB: 16-bit and float greyscale rescaled, transparency over white."""
+    if img.mode.startswith("I;16") or img.mode in ("I", "F"):  # 16-bit (or wider) greyscale
+        a = np.asarray(img, dtype=np.float64)
+        a = a / 257.0 if img.mode.startswith("I;16") or a.max() > 255 else a
+        img = Image.fromarray(np.clip(a, 0, 255).round().astype(np.uint8))
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "La", "RGBa"):
+        white = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, img.convert("RGBA"))
+    return img.convert("RGB")
+
+
+def load_image(path, img_size):
+    """An image file as (img_size, img_size, 3) uint8: short side resized to img_size, centre-cropped."""
+    with Image.open(path) as img:
+        img.draft("RGB", (img_size, img_size))  # JPEGs decode at a reduced scale when that is enough
+        return np.asarray(ImageOps.fit(to_rgb(img), (img_size, img_size), Image.BICUBIC))
+
+
+def check_image(path, min_size):
+    """Why an image file cannot be used, or None. Opening reads only the header; JPEGs are decoded at a reduced
+    scale (cheap) to catch truncated files, other formats are checked by Pillow's verify(). Pillow's
+    decompression-bomb guard (more than Image.MAX_IMAGE_PIXELS pixels) is an error here, not a warning."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if min(img.size) < min_size:
+                    return f"smaller than {min_size}px"
+                if img.format == "JPEG":
+                    img.draft("RGB", (max(min_size, 1),) * 2)
+                    img.load()
+                else:
+                    img.verify()
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        return "too large (the decompression-bomb guard)"
+    except Exception:
+        return "unreadable"
+    return None
+
+
+def scan_folder(folder, min_size=0):
+    """The usable image files under `folder` (recursive, sorted): unreadable, too large, or smaller than min_size
+    on a side are counted and skipped. An animated file gives its first frame."""
+    paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    good, skipped = [], {}
+    for p in paths:
+        why = check_image(p, min_size)
+        if why:
+            skipped.setdefault(why, []).append(p)
+        else:
+            good.append(p)
+    for why, bad in skipped.items():
+        print(f"warning: skipped {len(bad)} image file(s) in {folder}: {why} (first: {bad[0]})", file=sys.stderr)
+    if not good:
+        raise SystemExit(f"error: no readable image ({', '.join(IMAGE_EXTENSIONS)}) of at least {min_size}px found "
+                         f"under {folder}")
+    return good
+
+
+class ImageFolder(torch.utils.data.Dataset):
+    """Image files decoded on demand (in DataLoader workers) to (img_size, img_size, 3) uint8 tensors."""
+
+    def __init__(self, paths, img_size):
+        self.paths, self.img_size = list(paths), img_size
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        return torch.from_numpy(load_image(self.paths[i], self.img_size).copy())
+
+
+def split_paths(paths, root, val_fraction):
+    """A deterministic train/validation split: the files whose relative path hashes lowest are held out,
+    so adding files to the folder never moves an old file between the two parts."""
+    ranked = sorted(paths, key=lambda p: zlib.crc32(str(p.relative_to(root)).encode()))
+    n_val = max(1, round(val_fraction * len(paths))) if len(paths) > 1 else 0
+    val = set(ranked[:n_val])
+    return [p for p in paths if p not in val], [p for p in paths if p in val]
+
+# -----------------------------------------------------------------------------
+# Checkpoints, random states, logs and grids
 
 
 def save_checkpoint(obj, path):

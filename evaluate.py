@@ -32,9 +32,9 @@ from tqdm import tqdm
 
 from absorbing import (PRIOR_PRESETS, PriorConfig, Transformer, elbo_bits, load_codes, load_vqgan,
                        prior_from_checkpoint, sample, split_codes, training_losses)
-from common import bf16_is_fast, load_checkpoint, positive_int
-from vqgan import (BACKGROUNDS, COLOURS, SHAPE_KINDS, ImageFolder, code_redundancy, codebook_usage,
-                   load_lpips, make_shapes, psnr, scan_folder, to_float, to_uint8)
+from common import ImageFolder, bf16_is_fast, load_checkpoint, positive_int, scan_folder
+from vqgan import (BACKGROUNDS, COLOURS, SHAPE_KINDS, code_redundancy, codebook_usage, load_lpips, make_shapes, psnr,
+                   to_float, to_uint8)
 
 # -----------------------------------------------------------------------------
 # Images and their features

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from absorbing import denoise, load_vqgan, prior_from_checkpoint, sample
-from common import bf16_is_fast, load_checkpoint, positive_int, save_grid, to_device
-from vqgan import load_image, to_float, to_uint8
+from common import bf16_is_fast, load_checkpoint, load_image, positive_int, save_grid, to_device
+from vqgan import to_float, to_uint8
 
 # -----------------------------------------------------------------------------
 # Larger than training (Sec. 3.3): the network only knows h x w grids, so a larger grid's prediction at

@@ -15,9 +15,6 @@ import argparse
 import json
 import math
 import os
-import sys
-import warnings
-import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,12 +23,13 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from common import (CHECKPOINT_VERSION, StepBatches, append_log, bf16_is_fast, catch_stop_signals, learning_rate,
-                    load_checkpoint, mean_over_ranks, positive_int, require_finite, restore, rng_states,
-                    save_checkpoint, save_grid, setup_distributed, start_log, stop_if_signalled)
+from common import (CHECKPOINT_VERSION, ImageFolder, StepBatches, append_log, bf16_is_fast, catch_stop_signals,
+                    learning_rate, load_checkpoint, mean_over_ranks, positive_int, require_finite, restore, rng_states,
+                    save_checkpoint, save_grid, scan_folder, setup_distributed, split_paths, start_log,
+                    stop_if_signalled)
 
 # -----------------------------------------------------------------------------
 # Presets. 'shapes' is small enough to train on a laptop CPU in minutes; the other three hold the
@@ -99,93 +97,6 @@ def make_shapes(n, img_size=32, seed=0):
     """n images (n, img_size, img_size, 3) uint8 and their labels (n,) int64; the same for the same seed."""
     pairs = [draw_shapes(i, img_size, seed) for i in range(n)]
     return np.stack([p[0] for p in pairs]), np.array([p[1] for p in pairs], dtype=np.int64)
-
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-
-
-def to_rgb(img):
-    """Any Pillow image as 8-bit RGB: 16-bit and float greyscale rescaled, transparency over white."""
-    if img.mode.startswith("I;16") or img.mode in ("I", "F"):  # 16-bit (or wider) greyscale
-        a = np.asarray(img, dtype=np.float64)
-        a = a / 257.0 if img.mode.startswith("I;16") or a.max() > 255 else a
-        img = Image.fromarray(np.clip(a, 0, 255).round().astype(np.uint8))
-    if img.mode == "P":
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "La", "RGBa"):
-        white = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(white, img.convert("RGBA"))
-    return img.convert("RGB")
-
-
-def load_image(path, img_size):
-    """An image file as (img_size, img_size, 3) uint8: short side resized to img_size, centre-cropped."""
-    with Image.open(path) as img:
-        img.draft("RGB", (img_size, img_size))  # JPEGs decode at a reduced scale when that is enough
-        return np.asarray(ImageOps.fit(to_rgb(img), (img_size, img_size), Image.BICUBIC))
-
-
-def check_image(path, min_size):
-    """Why an image file cannot be used, or None. Opening reads only the header; JPEGs are decoded at a reduced
-    scale (cheap) to catch truncated files, other formats are checked by Pillow's verify(). Pillow's
-    decompression-bomb guard (more than Image.MAX_IMAGE_PIXELS pixels) is an error here, not a warning."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                if min(img.size) < min_size:
-                    return f"smaller than {min_size}px"
-                if img.format == "JPEG":
-                    img.draft("RGB", (max(min_size, 1),) * 2)
-                    img.load()
-                else:
-                    img.verify()
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-        return "too large (the decompression-bomb guard)"
-    except Exception:
-        return "unreadable"
-    return None
-
-
-def scan_folder(folder, min_size=0):
-    """The usable image files under `folder` (recursive, sorted): unreadable, too large, or smaller than min_size
-    on a side are counted and skipped. An animated file gives its first frame."""
-    paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-    good, skipped = [], {}
-    for p in paths:
-        why = check_image(p, min_size)
-        if why:
-            skipped.setdefault(why, []).append(p)
-        else:
-            good.append(p)
-    for why, bad in skipped.items():
-        print(f"warning: skipped {len(bad)} image file(s) in {folder}: {why} (first: {bad[0]})", file=sys.stderr)
-    if not good:
-        raise SystemExit(f"error: no readable image ({', '.join(IMAGE_EXTENSIONS)}) of at least {min_size}px found "
-                         f"under {folder}")
-    return good
-
-
-class ImageFolder(torch.utils.data.Dataset):
-    """Image files decoded on demand (in DataLoader workers) to (img_size, img_size, 3) uint8 tensors."""
-
-    def __init__(self, paths, img_size):
-        self.paths, self.img_size = list(paths), img_size
-
-    def __len__(self):
-        return len(self.paths)
-
-    def __getitem__(self, i):
-        return torch.from_numpy(load_image(self.paths[i], self.img_size).copy())
-
-
-def split_paths(paths, root, val_fraction):
-    """A deterministic train/validation split: the files whose relative path hashes lowest are held out,
-    so adding files to the folder never moves an old file between the two parts."""
-    ranked = sorted(paths, key=lambda p: zlib.crc32(str(p.relative_to(root)).encode()))
-    n_val = max(1, round(val_fraction * len(paths))) if len(paths) > 1 else 0
-    val = set(ranked[:n_val])
-    return [p for p in paths if p not in val], [p for p in paths if p in val]
 
 
 def load_data(data, data_dir, img_size, n_shapes=10000, val_fraction=0.05, seed=0):

@@ -182,12 +182,12 @@ def test_bad_image_files_are_counted_skips(tmp_path, capsys):
     frames = [Image.new("RGB", (40, 40), c) for c in ((255, 0, 0), (0, 0, 255))]
     frames[0].save(folder / "animated.png", save_all=True, append_images=frames[1:])
     Image.fromarray(rgb).convert("CMYK").save(folder / "cmyk.jpg")
-    paths = V.scan_folder(folder, 32)
+    paths = C.scan_folder(folder, 32)
     assert sorted(p.name for p in paths) == ["animated.png", "cmyk.jpg", "good.png", "whole.jpg"]
     err = capsys.readouterr().err
     assert "skipped 1 image file(s) in" in err and "too large (the decompression-bomb guard)" in err
     assert "skipped 2 image file(s)" in err and "unreadable" in err and "smaller than 32px" in err
-    assert (V.load_image(folder / "animated.png", 32) == [255, 0, 0]).all()  # the first frame
+    assert (C.load_image(folder / "animated.png", 32) == [255, 0, 0]).all()  # the first frame
     for name in ("good.png", "huge.png"):
         (folder / name).unlink()
     with pytest.raises(SystemExit, match="no readable image .* of at least 64px"):

@@ -161,15 +161,15 @@ def _write_images(folder):
 def test_folder_loader_handles_modes_sizes_and_skips_corrupt(tmp_path, capsys):
     folder = tmp_path / "imgs"
     _write_images(folder)
-    paths = V.scan_folder(folder)
+    paths = C.scan_folder(folder)
     assert "skipped 1 image file(s)" in capsys.readouterr().err
     assert {p.name for p in paths} == {"rgb.png", "photo.JPG", "grey.bmp", "palette.png", "cmyk.jpg", "clear.png",
                                        "sixteen.png", "small.webp"}
     for p in paths:
-        img = V.load_image(p, 24)
+        img = C.load_image(p, 24)
         assert img.shape == (24, 24, 3) and img.dtype == np.uint8
-    assert (V.load_image(folder / "sub" / "clear.png", 24) == 255).all()  # transparent over white
-    assert (V.load_image(folder / "sixteen.png", 24) == 255).all()  # 16-bit white is white
+    assert (C.load_image(folder / "sub" / "clear.png", 24) == 255).all()  # transparent over white
+    assert (C.load_image(folder / "sixteen.png", 24) == 255).all()  # 16-bit white is white
 
 
 def test_folder_split_is_deterministic_and_disjoint(tmp_path):
