@@ -576,7 +576,7 @@ def main(args):
             if is_main and (step % args.sample_every == 0 or step == args.max_steps):
                 raw.eval()
                 with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
-                    val_hat, _, val_codes = raw(val_x)
+                    val_hat, val_codes = (torch.cat(a) for a in zip(*[raw(v)[::2] for v in val_x.split(32)]))
                 grid = torch.cat([to_uint8(val_x[:8]), to_uint8(val_hat[:8])])
                 save_grid(grid, out / f"recon_{step:06d}.png", nrow=len(grid) // 2)
                 bits, agreement, _ = code_redundancy(to_uint8(val_x).numpy(), val_codes.cpu().numpy())
