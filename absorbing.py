@@ -296,6 +296,7 @@ def main(args):
         keep = ("resume", "device", "max_steps", "out_dir")
         vars(args).update({k: v for k, v in ckpt["args"].items() if k not in keep})
         args.max_steps = max(max_steps, ckpt["step"])
+        args.lr_decay = ckpt["args"].get("lr_decay", "constant")  # checkpoints from before --lr-decay: constant
     codes, K, vqgan_path = load_codes(args.codes, args.codebook_size)
     train_codes, val_codes = split_codes(codes.flatten(1))
     h, w = codes.shape[1:]

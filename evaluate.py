@@ -202,9 +202,9 @@ def judge_shape_image(img, min_iou=0.8, tolerance=40, min_pixels=12):
     if np.linalg.norm(median - bg) > tolerance:
         return "background", None
     directions = np.array(COLOURS) - bg  # (4, 3): from the background to each colour
-    a = ((x - bg) @ directions.T / (directions ** 2).sum(1)).clip(0, 1)  # (S*S, 4) mix of each colour
-    colour = np.linalg.norm(x[:, None] - bg - a[..., None] * directions, axis=-1).argmin(1)  # (S*S,) best fit
-    a = a[np.arange(len(x)), colour]  # (S*S,)
+    a = ((x - bg) @ directions.T / (directions ** 2).sum(1)).clip(0, 1)  # (H*W, 4) mix of each colour
+    colour = np.linalg.norm(x[:, None] - bg - a[..., None] * directions, axis=-1).argmin(1)  # (H*W,) best fit
+    a = a[np.arange(len(x)), colour]  # (H*W,)
     shapes = []
     for c in range(len(COLOURS)):
         labels, n = scipy.ndimage.label(((colour == c) & (a > 0.5)).reshape(img.shape[:2]))
@@ -229,7 +229,7 @@ def judge_shape_image(img, min_iou=0.8, tolerance=40, min_pixels=12):
 
 
 def judge_shapes(images):
-    """The rule's verdict on a dataset of uint8 (S, S, 3) images: shape_valid (the valid fraction), shape_kinds
+    """The rule's verdict on a dataset of uint8 (H, W, 3) images: shape_valid (the valid fraction), shape_kinds
     (how many valid images of each kind) and shape_invalid (how many images broke each rule first)."""
     kinds, reasons = dict.fromkeys(SHAPE_KINDS, 0), dict.fromkeys(SHAPE_REASONS, 0)
     for img in images:

@@ -510,6 +510,7 @@ def main(args):
         keep = ("resume", "encode_only", "device", "max_steps", "out_dir", "num_workers")
         vars(args).update({k: v for k, v in ckpt["args"].items() if k not in keep})
         args.max_steps = max_steps or ckpt["args"]["max_steps"]
+        args.lr_decay = ckpt["args"].get("lr_decay", "constant")  # checkpoints from before --lr-decay: constant
     cfg = VQGANConfig.from_dict(ckpt["config"]) if ckpt else \
         VQGANConfig(**{k: getattr(args, k) for k in VQGANConfig.__dataclass_fields__})
     train_set, val_set, labels = load_data(args.data, args.data_dir, cfg.img_size, args.n_shapes)
@@ -655,6 +656,8 @@ def get_args(argv=None):
             setattr(args, k, v)
     args.ch_mult, args.attn_resolutions = tuple(args.ch_mult), tuple(args.attn_resolutions)
     args.local_encoder = args.local_encoder in ("on", True)
+    if args.restart_after < 0:
+        p.error(f"--restart-after must be >= 0 (0: never restart), got {args.restart_after}")
     if args.num_workers is None:
         args.num_workers = 0 if args.data == "shapes" else 4
     f = 2 ** (len(args.ch_mult) - 1)

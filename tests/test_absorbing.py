@@ -417,3 +417,14 @@ def test_torchrun_two_processes_match_one_process(tmp_path, run_script):
     assert ca["step"] == cb["step"] == 6 and len(cb["rng"]) == 2
     for k in ca["model"]:
         assert torch.allclose(ca["model"][k], cb["model"][k], atol=1e-5), k
+
+
+def test_a_checkpoint_from_before_lr_decay_resumes_at_its_constant_rate(tmp_path):
+    write_codes(tmp_path)
+    run(tmp_path, "--max-steps", "20", "--lr-decay", "cosine")
+    ckpt = C.load_checkpoint(tmp_path / "absorbing.pt", "absorbing")
+    del ckpt["args"]["lr_decay"]  # as written before the option existed
+    C.save_checkpoint(ckpt, tmp_path / "absorbing.pt")
+    run(tmp_path, "--resume", "--max-steps", "40")
+    rates = [r["lr"] for r in map(json.loads, open(tmp_path / "absorbing_log.jsonl")) if r["step"] > 20 and "lr" in r]
+    assert rates and all(lr == pytest.approx(1e-3) for lr in rates)  # the old constant rate, not a cosine

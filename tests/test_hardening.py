@@ -197,6 +197,7 @@ def test_bad_image_files_are_counted_skips(tmp_path, capsys):
 @pytest.mark.parametrize("module,flags,message", [
     (V, ["--img-size", "30"], "not divisible by the down-sampling factor"),
     (V, ["--max-steps", "0"], "must be a positive integer"),
+    (V, ["--restart-after", "-1"], "--restart-after must be >= 0"),
     (A, ["--n-embd", "30", "--n-head", "4"], "not divisible by --n-head"),
     (A, ["--batch-size", "-1"], "must be a positive integer"),
     (S, ["--sample-steps", "0"], "must be a positive integer"),
