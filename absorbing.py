@@ -209,15 +209,24 @@ def elbo_bits(model, codes, T, mask_id, n_draws=1, seed=0, batch_size=256):
     return out
 
 
-def reveal_schedule(known, t_start, steps, generator=None):
-    """The sampling step (steps, ..., 1) at which each unknown code is revealed, (B, N) long, 0 where known.
-    The reverse process reveals each still-masked code at time t with probability 1/t; so a code masked at
-    t_start is revealed at time s with probability prod_{r>s}(1 - 1/r) * 1/s = 1/t_start: a uniform time, drawn
-    up front. With fewer steps S < t_start, the times are cut into S even runs ("evenly skipping"), and step k
-    reveals the codes whose time falls in its run: about (number masked) / S codes per step."""
-    times = torch.randint(1, t_start + 1, known.shape, generator=generator)  # (B, N)
-    bounds = torch.arange(1, steps + 1) * t_start // steps  # step k covers times (bounds[k-2], bounds[k-1]]
-    return torch.where(known, 0, torch.bucketize(times, bounds) + 1)
+# The share of the masked codes that each sampling step reveals, from the first step (k = S) to the last (k = 1).
+# 'uniform': 1/S each, the paper's reverse process (each masked code revealed at time t with probability 1/t) and,
+# with S < T, its "evenly skipping", every step equal in expectation as in the official sampler. 'cosine': after j
+# of S steps a fraction cos(pi/2 * j/S) is still masked (MaskGIT's and MD4's grid): few codes first, many at the end.
+def step_shares(steps, grid="uniform"):  # -> (S,)
+    if grid == "uniform":
+        return torch.full((steps,), 1 / steps, dtype=torch.float64)
+    still = torch.cos(math.pi / 2 * torch.arange(steps + 1, dtype=torch.float64) / steps)
+    return still[:-1] - still[1:]
+
+
+def reveal_schedule(known, steps, grid="uniform", generator=None):
+    """The sampling step (S, ..., 1) at which each unknown code is revealed, (B, N) long, 0 where known. The reverse
+    process reveals each still-masked code at time t with probability 1/t; so a code masked at t_start is revealed at
+    time s with probability prod_{r>s}(1 - 1/r) * 1/s = 1/t_start: a uniform time, drawn up front. With S steps each
+    code's step is drawn from step_shares(S, grid), independently of the others."""
+    first = torch.multinomial(step_shares(steps, grid), known.numel(), replacement=True, generator=generator)
+    return torch.where(known, 0, steps - first.view(known.shape))  # first = 0 is step S
 
 
 def denoise(model, x, reveal, temperature=1.0):
@@ -231,23 +240,26 @@ def denoise(model, x, reveal, temperature=1.0):
 
 
 # one draw from each row's categorical distribution: argmax_i p_i / E_i with E_i ~ Exp(1) is i with probability
-# p_i / sum_j p_j (the smallest of exponential times with rates p_i); unlike torch.multinomial, no GPU sync
+# p_i / sum_j p_j (the smallest of exponential times with rates p_i); unlike torch.multinomial, no GPU sync. In
+# float64: float32 draws on CUDA never go below 2^-24, so codes with p_i under about 6e-8 of the largest would be
+# drawn too rarely (Zheng et al. 2024), which lowers the effective temperature.
 def draw(probs, generator=None):  # (M, K) -> (M,)
+    probs = probs.double()
     return (probs / torch.empty_like(probs).exponential_(generator=generator)).argmax(-1)
 
 
 @torch.no_grad()
 def sample(model, x, mask_id, t_start=None, steps=None, temperature=1.0, seed=0, predict=denoise, on_step=None,
-           progress=False):
+           progress=False, grid="uniform"):
     """The reverse process from x (B, ...): codes where known, mask_id (K) elsewhere; all masks for a new sample.
     Returns x_0. Each step reveals the codes its schedule gives it, drawn from predict(model, x_t, reveal,
     temperature); a step that reveals nothing costs nothing (its x_t is the next step's). on_step(x) sees each
-    new x_t."""
+    new x_t. grid: how the codes are shared among the steps (step_shares): 'uniform' is exact for S = t_start."""
     device = x.device
     known = (x != mask_id).cpu()
     t_start = t_start or int((~known).flatten(1).sum(1).max())  # the paper's t for inpainting: the masked count
     steps = min(steps or t_start, t_start)
-    when = reveal_schedule(known, t_start, steps, torch.Generator().manual_seed(seed))  # on the CPU: no GPU syncs
+    when = reveal_schedule(known, steps, grid, torch.Generator().manual_seed(seed))  # on the CPU: no GPU syncs
     g = torch.Generator(device).manual_seed(seed + 1)
     x = x.clone()
     for k in tqdm(range(steps, 0, -1), desc="sample", disable=not progress, leave=False):

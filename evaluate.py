@@ -263,9 +263,11 @@ def likelihood(ckpt_path, codes_path, draws, device, seed=0, bf16=False):
     out = dict(elbo_bits_per_token=per_image.mean().item(), elbo_mc_error=mc_error, n_images=len(bits),
                draws=draws, uniform_bits_per_token=math.log2(K))
     vqgan_ckpt = Path(ckpt_path).parent / ckpt["vqgan"] if ckpt["vqgan"] else None
-    if vqgan_ckpt and vqgan_ckpt.is_file():  # the codes' bits spread over the pixels (the decoder adds none)
+    if vqgan_ckpt and vqgan_ckpt.is_file():
+        # the codes' bits spread over the image's 3 * size * size values: NOT a bound on the image's likelihood, whose
+        # bits per dim (the paper's) add the decoder's -log p(x | z); a VQGAN decoder (L1, LPIPS, GAN) defines none
         size = load_checkpoint(vqgan_ckpt, "vqgan")["config"]["img_size"]
-        out["elbo_bits_per_dim"] = out["elbo_bits_per_token"] * held_out.shape[1] / (3 * size * size)
+        out["code_bits_per_dim"] = out["elbo_bits_per_token"] * held_out.shape[1] / (3 * size * size)
     return out, per_image.numpy()
 
 # -----------------------------------------------------------------------------

@@ -114,10 +114,14 @@ def process_distribution(model, reveal_probs):
     return dist
 
 
-def skip_probs(t_start, steps):
-    """The reveal probability of each sampling step with evenly skipped times, as reveal_schedule draws them."""
-    bounds = [0] + [k * t_start // steps for k in range(1, steps + 1)]
-    return [(bounds[k] - bounds[k - 1]) / bounds[k] for k in range(steps, 0, -1)]
+def skip_probs(steps, grid="uniform"):
+    """The reveal probability of each sampling step (S, ..., 1) for a code still masked before it, by hand: 1/k for the
+    uniform grid (the reverse process with T = S); for the cosine grid, the drop in the masked fraction cos(pi/2 j/S)
+    over what is left."""
+    if grid == "uniform":
+        return [1 / k for k in range(steps, 0, -1)]
+    left = [math.cos(math.pi / 2 * j / steps) for j in range(steps)] + [0.0]
+    return [(left[j] - left[j + 1]) / left[j] for j in range(steps)]
 
 # ----------------------------------------------------------------------------- the ELBO, exactly
 
@@ -209,29 +213,32 @@ def test_each_loss_weighs_t_as_its_formula():
 # ----------------------------------------------------------------------------- reverse process
 
 
-@pytest.mark.parametrize("steps", [3, 2])
-def test_sampler_matches_the_exact_process_distribution(steps):
+@pytest.mark.parametrize("steps,grid", [(3, "uniform"), (2, "uniform"), (3, "cosine"), (2, "cosine")])
+def test_sampler_matches_the_exact_process_distribution(steps, grid):
     model = oracle(random_joint(seed=4))
-    x = A.sample(model, torch.full((60000, N), MASK), MASK, t_start=N, steps=steps, seed=11)
+    x = A.sample(model, torch.full((60000, N), MASK), MASK, t_start=N, steps=steps, seed=11, grid=grid)
     counts = np.array([(state_id(x) == state_id(torch.tensor([s]))).sum().item() for s in DATA])
-    expected = process_distribution(model, skip_probs(N, steps))
+    expected = process_distribution(model, skip_probs(steps, grid))
     probs = np.array([expected[s] for s in DATA])
     assert chisquare(counts, probs * counts.sum()).pvalue > 1e-3
-    if steps == 3:  # power: the one-step process (every code at once, independently) is rejected
+    if steps == 3 and grid == "uniform":  # power: the one-step process (every code at once, independently) is rejected
         one_step = process_distribution(model, [1.0])
         assert chisquare(counts, np.array([one_step[s] for s in DATA]) * counts.sum()).pvalue < 1e-6
 
 
-@pytest.mark.parametrize("t_start,steps", [(64, 64), (64, 16), (64, 5), (64, 1), (40, 7), (10, 100)])
-def test_reveal_schedule_reveals_every_unknown_code_once(t_start, steps):
-    known = torch.rand(200, 64, generator=torch.Generator().manual_seed(0)) < 0.3
-    when = A.reveal_schedule(known, t_start, min(steps, t_start), torch.Generator().manual_seed(1))
-    S = min(steps, t_start)
-    assert (when[known] == 0).all() and (when[~known] >= 1).all() and (when <= S).all()
-    per_step = torch.stack([(when == k).sum() for k in range(1, S + 1)]).float()
-    assert per_step.sum() == (~known).sum()  # every unknown code, once
-    if S == t_start:  # a uniform reveal time: no step is favoured
-        assert per_step.std() / per_step.mean() < 0.2
+@pytest.mark.parametrize("steps", [256, 200, 50, 16, 5, 1])
+def test_reveal_schedule_reveals_every_unknown_code_once_equally_per_step(steps):
+    known = torch.rand(400, 256, generator=torch.Generator().manual_seed(0)) < 0.3
+    for grid in ("uniform", "cosine"):
+        when = A.reveal_schedule(known, steps, grid, torch.Generator().manual_seed(1))
+        assert (when[known] == 0).all() and (when[~known] >= 1).all() and (when <= steps).all()
+        per_step = torch.stack([(when == k).sum() for k in range(steps, 0, -1)]).double()  # from the first step
+        assert per_step.sum() == (~known).sum()  # every unknown code, once
+        share = torch.tensor(skip_probs(steps, grid), dtype=torch.float64)  # the share of each step, by hand
+        share = share * torch.cat([torch.ones(1), (1 - share).cumprod(0)[:-1]])
+        expected = (~known).sum() * share
+        if steps > 1:  # uniform: every step equal in expectation
+            assert chisquare(per_step.numpy(), expected.numpy()).pvalue > 1e-3
 
 
 class Spy:
@@ -248,7 +255,7 @@ class Spy:
 
 def naive_sample(model, x, t_start, steps, temperature, seed):
     """The reverse process written without shortcuts: the network runs on the whole batch at every step."""
-    when = A.reveal_schedule(x != MASK, t_start, steps, torch.Generator().manual_seed(seed))
+    when = A.reveal_schedule(x != MASK, steps, generator=torch.Generator().manual_seed(seed))
     g = torch.Generator().manual_seed(seed + 1)
     x = x.clone()
     calls = 0
@@ -272,7 +279,7 @@ def test_skipping_silent_steps_changes_nothing_but_saves_calls(batch):
     slow, calls = naive_sample(model, x_T, 11, 11, 0.7, 3)
     assert torch.equal(fast, slow)
     assert (fast[:, :5] == 1).all() and (fast < K).all()  # known codes kept; the mask is never drawn
-    when = A.reveal_schedule(x_T != MASK, 11, 11, torch.Generator().manual_seed(3))
+    when = A.reveal_schedule(x_T != MASK, 11, generator=torch.Generator().manual_seed(3))
     assert calls == 11 and spy.calls == len(when.unique()) - 1  # one call per step that reveals something
     assert spy.rows == sum(len((when == k).any(1).nonzero()) for k in range(1, 12)) < calls * batch
 
@@ -283,6 +290,16 @@ def test_sampling_draw_follows_the_categorical_distribution():
     counts = torch.bincount(draws, minlength=5).numpy()
     assert counts[4] == 0
     assert chisquare(counts[:4], 20000 * p[:4].numpy()).pvalue > 1e-3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the float32 floor of exponential draws is CUDA's")
+def test_draw_reaches_categories_below_the_float32_floor():
+    # a code 2^-26 as likely as the other is drawn about 2^30 * 2^-26 = 16 times in 2^30 draws; float32 exponential
+    # draws on CUDA never go below 2^-24, which would draw it (almost) never
+    g = torch.Generator("cuda").manual_seed(0)
+    p = torch.tensor([1.0, 2.0 ** -26], device="cuda")
+    hits = sum(A.draw(p.expand(2 ** 26, -1), g).sum().item() for _ in range(16))
+    assert 4 <= hits <= 40
 
 
 def test_revealed_codes_never_change():

@@ -144,7 +144,7 @@ def test_likelihood_beats_the_uniform_code_and_its_error_shrinks_with_draws(trai
     assert many["elbo_bits_per_token"] < many["uniform_bits_per_token"] == math.log2(128)
     assert many["elbo_mc_error"] < few["elbo_mc_error"] / 2  # ~ 1/sqrt(draws): 4x smaller at 16x the draws
     assert per_image.shape == (few["n_images"],) and per_image.mean() == pytest.approx(few["elbo_bits_per_token"])
-    assert many["elbo_bits_per_dim"] == pytest.approx(many["elbo_bits_per_token"] * 64 / (3 * 32 * 32))
+    assert many["code_bits_per_dim"] == pytest.approx(many["elbo_bits_per_token"] * 64 / (3 * 32 * 32))
 
 
 def test_reconstruction_and_speed_report_sane_numbers(tiny_run, capsys):
