@@ -66,6 +66,25 @@ def load_codes(path, codebook_size=None):
     return torch.from_numpy(codes.astype(np.int64)), K, vqgan_path
 
 
+def load_labels(codes_path, n):
+    """(labels (n,) int64, class names) from the labels.npy and codes.json that vqgan.py writes beside the codes when
+    the images have classes (the shapes kinds, or an image folder's subfolders); (None, []) when they have none."""
+    path = Path(codes_path).with_name("labels.npy")
+    meta_path = Path(codes_path).with_suffix(".json")
+    if not path.is_file():
+        return None, []
+    classes = json.loads(meta_path.read_text()).get("classes") if meta_path.is_file() else None
+    labels = np.load(path, allow_pickle=False)
+    if not classes:
+        raise SystemExit(f"error: {meta_path} names no classes for the labels in {path}; rerun vqgan.py or remove "
+                         f"{path}")
+    if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 \
+            or labels.max() >= len(classes):
+        raise SystemExit(f"error: {path} must hold {n} integer labels in [0, {len(classes)}) (one per code grid), "
+                         f"got shape {labels.shape} of {labels.dtype}")
+    return torch.from_numpy(labels.astype(np.int64)), list(classes)
+
+
 def split_codes(codes, val_every=20):
     """Every `val_every`-th code grid (0, 20, 40, ...) is held out for validation: fixed, whatever the seed."""
     held_out = torch.arange(len(codes)) % val_every == 0
@@ -88,6 +107,7 @@ class PriorConfig:
     n_head: int = 4
     n_embd: int = 128
     dropout: float = 0.0
+    n_classes: int = 0            # > 0: class-conditional; class id n_classes is "no class" (classifier-free guidance)
 
 
 PRIOR_PRESETS = {
@@ -123,6 +143,7 @@ class Transformer(nn.Module):
         N = cfg.latent_h * cfg.latent_w
         self.tok_emb = nn.Embedding(cfg.codebook_size + 1, cfg.n_embd)  # + 1: the mask token
         self.pos_emb = nn.Parameter(torch.zeros(1, N, cfg.n_embd))
+        self.cls_emb = nn.Embedding(cfg.n_classes + 1, cfg.n_embd) if cfg.n_classes else None  # + 1: no class
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.Sequential(*[Block(cfg) for _ in range(cfg.n_layer)])
         self.ln_f = nn.LayerNorm(cfg.n_embd)
@@ -137,11 +158,17 @@ class Transformer(nn.Module):
         if isinstance(m, nn.Linear) and m.bias is not None:
             nn.init.zeros_(m.bias)
 
-    def forward(self, x_t, positions=None):
+    def forward(self, x_t, positions=None, y=None):
         """x_t (B, N) ids in 0..K -> logits over the K codes: (B, N, K), or (M, K) at `positions`, flat indices
-        into the B*N grid, when only those are needed (the final layer then runs on M rows, not B*N)."""
+        into the B*N grid, when only those are needed (the final layer then runs on M rows, not B*N). y (B,): the
+        class of each row of a class-conditional model, n_classes (or None) for none; its embedding joins every
+        code's."""
         B, N = x_t.shape
-        h = self.blocks(self.drop(self.tok_emb(x_t) + self.pos_emb[:, :N]))  # (B, N, C)
+        h = self.tok_emb(x_t) + self.pos_emb[:, :N]  # (B, N, C)
+        if self.cls_emb is not None:
+            y = torch.full((B,), self.cfg.n_classes, device=x_t.device) if y is None else y
+            h = h + self.cls_emb(y)[:, None]
+        h = self.blocks(self.drop(h))  # (B, N, C)
         if positions is not None:
             h = h.reshape(B * N, -1)[positions]  # (M, C)
         return self.head(self.ln_f(h))
@@ -174,7 +201,7 @@ def loss_weight(t, T, loss):
     raise ValueError(f"unknown loss {loss}")
 
 
-def training_losses(model, x_0, T, mask_id, loss_type, generator=None, rank=0, world_size=1):
+def training_losses(model, x_0, T, mask_id, loss_type, generator=None, rank=0, world_size=1, y=None):
     """(loss, elbo): the training loss (a scalar) and the ELBO estimate of each example in bits per token (B,).
     Only masked positions are scored: the network's output elsewhere does not enter either number. Under torchrun
     every rank draws t and the masks of the whole global batch x_0 with the same generator and scores its share of
@@ -185,7 +212,8 @@ def training_losses(model, x_0, T, mask_id, loss_type, generator=None, rank=0, w
     x_0, t, x_t, mask = x_0[rows], t[rows], x_t[rows], mask[rows]
     B, N = x_0.shape
     positions = mask.flatten().nonzero().squeeze(1)  # (M,) flat indices of the masked codes
-    ce = F.cross_entropy(model(x_t, positions).float(), x_0.flatten()[positions], reduction="none")  # (M,) nats
+    logits = model(x_t, positions) if y is None else model(x_t, positions, y=y[rows])  # (M, K)
+    ce = F.cross_entropy(logits.float(), x_0.flatten()[positions], reduction="none")  # (M,) nats
     ce_t = torch.zeros(B, device=x_0.device).index_add_(0, positions // N, ce)  # CE_t of each example (B,)
     elbo = loss_weight(t, T, "elbo") * ce_t / (N * math.log(2))  # (B,) bits per token
     if loss_type == "mlm":  # the BERT-style baseline: mean cross-entropy of the masked codes, no weight per t
@@ -311,10 +339,18 @@ def main(args):
         args.lr_decay = ckpt["args"].get("lr_decay", "constant")  # checkpoints from before --lr-decay: constant
     codes, K, vqgan_path = load_codes(args.codes, args.codebook_size)
     train_codes, val_codes = split_codes(codes.flatten(1))
+    labels, classes = load_labels(args.codes, len(codes))
+    if args.class_dropout is None:  # conditional when the images have classes, 10% of examples without (CFG)
+        args.class_dropout = 0.1 if labels is not None else 1.0
+    if labels is None and args.class_dropout < 1:
+        raise SystemExit(f"error: --class-dropout {args.class_dropout} trains on classes, but {args.codes} has no "
+                         f"labels.npy beside it (vqgan.py writes one for shapes and for a folder of subfolders)")
+    conditional = args.class_dropout < 1
+    train_labels = split_codes(labels)[0] if conditional else None
     h, w = codes.shape[1:]
     cfg = PriorConfig(**ckpt["config"]) if ckpt else PriorConfig(
         codebook_size=K, latent_h=h, latent_w=w, n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd,
-        dropout=args.dropout)
+        dropout=args.dropout, n_classes=len(classes) if conditional else 0)
     if (cfg.codebook_size, cfg.latent_h, cfg.latent_w) != (K, h, w):
         raise SystemExit(f"error: {args.codes} has {h}x{w} codes from {K}, but the checkpoint's model was trained "
                          f"on {cfg.latent_h}x{cfg.latent_w} codes from {cfg.codebook_size}")
@@ -333,7 +369,9 @@ def main(args):
         start_log(out / "absorbing_log.jsonl", step)
     if is_main:
         n_params = sum(p.numel() for p in model.parameters())
-        print(f"prior {n_params / 1e6:.2f}M parameters, {h}x{w} codes from {K}, T = {T}, loss {args.loss}; "
+        print(f"prior {n_params / 1e6:.2f}M parameters, {h}x{w} codes from {K}, T = {T}, loss {args.loss}, "
+              + (f"{len(classes)} classes ({args.class_dropout:.0%} of examples without); " if conditional else
+                 "unconditional; ") +
               f"{len(train_codes)} training / {len(val_codes)} validation grids; uniform baseline {math.log2(K):.2f} "
               f"bits per token; device {device}, world size {world_size}")
     vqgan = load_vqgan(vqgan_path, device) if is_main and args.sample_every else None
@@ -344,6 +382,8 @@ def main(args):
 
     def checkpoint():  # the VQGAN's path is kept relative to OUT, so that OUT can move
         state = dict(kind="absorbing", version=CHECKPOINT_VERSION, config=asdict(cfg), args=vars(args), step=step,
+                     classes=classes if conditional else [],
+                     class_counts=torch.bincount(train_labels, minlength=len(classes)) if conditional else None,
                      rng=rng_states(), diffusion_steps=T, vqgan=vqgan_path and os.path.relpath(vqgan_path, out),
                      **{k: v.state_dict() for k, v in parts.items()})
         if is_main:
@@ -360,10 +400,14 @@ def main(args):
             batch = batch_indices(step, len(train_codes), args.batch_size, args.seed)  # the global batch, on every rank
             x_0 = train_codes[batch].to(device)
             g = torch.Generator(device).manual_seed(args.seed * 1_000_003 + step)  # this step's draws of t and masks
+            y = None
+            if conditional:  # classifier-free guidance: a random class_dropout of the examples see "no class"
+                y = train_labels[batch].to(device)
+                y = y.masked_fill(torch.rand(len(y), generator=g, device=device) < args.class_dropout, cfg.n_classes)
             for group in opt.param_groups:
                 group["lr"] = learning_rate(step, args.lr, args.warmup_steps, args.max_steps, args.lr_decay)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
-                loss, elbo = training_losses(train_model, x_0, T, K, args.loss, g, rank, world_size)
+                loss, elbo = training_losses(train_model, x_0, T, K, args.loss, g, rank, world_size, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
@@ -407,6 +451,9 @@ def get_args(argv=None):
     p.add_argument("--dropout", type=float, default=0.0, help="dropout rate")
     p.add_argument("--loss", choices=["reweighted_elbo", "elbo", "mlm"], default="reweighted_elbo",
                    help="training loss: Eq. 7, Eq. 6, or masked-LM cross-entropy")
+    p.add_argument("--class-dropout", type=float, default=None,
+                   help="fraction of examples trained without their class, for guidance (default 0.1 when the codes "
+                        "have labels.npy beside them; 1 trains an unconditional model)")
     p.add_argument("--diffusion-steps", type=positive_int, default=None, help="T (default N = h*w, as the paper)")
     p.add_argument("--max-steps", type=positive_int, default=2000, help="training steps")
     p.add_argument("--batch-size", type=positive_int, default=32, help="global batch size (split over torchrun ranks)")
@@ -434,6 +481,8 @@ def get_args(argv=None):
     for k, v in PRIOR_PRESETS[args.preset].items():
         if getattr(args, k) is None:
             setattr(args, k, v)
+    if args.class_dropout is not None and not 0 <= args.class_dropout <= 1:
+        p.error(f"--class-dropout must be in [0, 1], got {args.class_dropout}")
     if args.n_embd % args.n_head:
         p.error(f"--n-embd {args.n_embd} is not divisible by --n-head {args.n_head}")
     if args.batch_size % int(os.environ.get("WORLD_SIZE", 1)):

@@ -4,6 +4,7 @@ states for an exact resume, the order of training batches, the learning rate, lo
 here is part of the method.
 """
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -150,6 +151,20 @@ def split_paths(paths, root, val_fraction):
     n_val = max(1, round(val_fraction * len(paths))) if len(paths) > 1 else 0
     val = set(ranked[:n_val])
     return [p for p in paths if p not in val], [p for p in paths if p in val]
+
+def pretrained(build, url, what, instead):
+    """build(), which fetches pretrained weights from `url` through torch.hub on first use and keeps them in its
+    cache, as torchvision and pytorch-fid do. Where that fails (offline, a firewall), one line says what to put
+    where, and what to do instead. torch.hub's progress goes to stderr, so that --json output stays JSON."""
+    try:
+        with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # lpips asks torchvision for weights in a deprecated way
+            return build()
+    except OSError as e:  # URLError, HTTPError and socket errors are OSErrors
+        folder = Path(torch.hub.get_dir()) / "checkpoints"
+        why = (str(getattr(e, "reason", "")) or str(e)).splitlines()[0][:120]
+        raise SystemExit(f"error: cannot download {what} from {url} ({why}); on a machine without internet put that "
+                         f"file into {folder}, or {instead}")
 
 # -----------------------------------------------------------------------------
 # Checkpoints, random states, logs and grids

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from absorbing import (PRIOR_PRESETS, PriorConfig, Transformer, elbo_bits, load_codes, load_vqgan,
                        prior_from_checkpoint, sample, split_codes, training_losses)
-from common import ImageFolder, bf16_is_fast, load_checkpoint, positive_int, scan_folder
+from common import ImageFolder, bf16_is_fast, load_checkpoint, positive_int, pretrained, scan_folder
 from vqgan import (BACKGROUNDS, COLOURS, SHAPE_KINDS, code_redundancy, codebook_usage, load_lpips, make_shapes, psnr,
                    to_float, to_uint8)
 
@@ -52,14 +52,10 @@ def load_images(source, n, img_size, seed=0):
 
 
 def inception_network():
-    """pytorch-fid's InceptionV3 (pool3, 2048-d), whose weights are downloaded on first use; offline they must
-    already be in torch's cache."""
+    """pytorch-fid's InceptionV3 (pool3, 2048-d), whose weights it downloads on first use."""
     from pytorch_fid.inception import FID_WEIGHTS_URL, InceptionV3
-    path = Path(torch.hub.get_dir()) / "checkpoints" / Path(FID_WEIGHTS_URL).name
-    if not path.exists():
-        raise SystemExit(f"error: FID's Inception weights {path} are missing; download {FID_WEIGHTS_URL} into "
-                         f"{path.parent}, or pass --features random")
-    net = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]])  # resizes to 299 and rescales [0, 1] inputs itself
+    net = pretrained(lambda: InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]]), FID_WEIGHTS_URL,
+                     "FID's Inception weights", "pass --features random")  # resizes to 299, rescales [0, 1] inputs
     return lambda x: net((x + 1) / 2)[0].flatten(1), net
 
 

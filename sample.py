@@ -11,6 +11,7 @@ than the training ones (Eq. 8), inpainting (Sec. 4.5), and an animation of the u
 The prior's EMA weights are used, with the VQGAN checkpoint the prior's checkpoint names (or --vqgan).
 """
 import argparse
+import math
 import os
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-from absorbing import denoise, load_vqgan, prior_from_checkpoint, sample
+from absorbing import denoise, draw, load_vqgan, prior_from_checkpoint, sample
 from common import bf16_is_fast, load_checkpoint, load_image, positive_int, save_grid, to_device
 from vqgan import to_float, to_uint8
 
@@ -57,6 +58,79 @@ def mixture_denoiser(h, w, stride):
 
 
 # -----------------------------------------------------------------------------
+# Samplers besides the paper's reverse process (absorbing.sample, 'random'; 'cosine' is the same with MD4's grid
+# of steps). Each takes at most `steps` network calls.
+
+
+@torch.no_grad()
+def confidence_sample(model, x, mask_id, steps, temperature=1.0, seed=0, predict=denoise, noise=4.5, on_step=None):
+    """MaskGIT's sampler (Chang et al. 2022). Step j of S predicts every masked code, draws a candidate for each
+    from p(x_0 | x_t) and keeps the most confident candidates, ranked by log p(candidate) + noise * (1 - j/S) *
+    Gumbel, as many as leave cos(pi/2 * j/S) of the codes masked; the other candidates are dropped. Exact for
+    nothing: the reverse process reveals codes in random order, this one the likely codes first, which makes
+    samples cleaner and less diverse. Its steps cannot revise a revealed code."""
+    device, shape = x.device, x.shape
+    x = x.clone().view(len(x), -1)  # (B, N)
+    start = (x == mask_id).sum(1).cpu()  # (B,) masked codes at the start
+    g = torch.Generator(device).manual_seed(seed)
+    for j in range(1, steps + 1):
+        masked = (x == mask_id).cpu()  # (B, N)
+        if not masked.any():
+            break
+        left = (start * math.cos(math.pi / 2 * j / steps)).floor().long() if j < steps else 0 * start  # (B,)
+        probs = predict(model, x.view(shape), masked.view(shape), temperature)  # (M, K)
+        at = to_device(masked.flatten().nonzero().squeeze(1), device)  # (M,)
+        candidate = draw(probs, g)  # (M,)
+        confidence = probs.double().gather(1, candidate[:, None]).squeeze(1).log()  # (M,)
+        gumbel = -torch.empty_like(confidence).exponential_(generator=g).log()
+        score = torch.full(x.shape, -math.inf, dtype=torch.float64, device=device)  # (B, N): known codes never rank
+        score.view(-1)[at] = confidence + noise * (1 - j / steps) * gumbel
+        rank = score.argsort(1, descending=True).argsort(1)  # (B, N): 0 for the most confident
+        reveal = rank < to_device(masked.sum(1) - left, device)[:, None]  # (B, N)
+        proposal = x.clone()
+        proposal.view(-1)[at] = candidate
+        x = torch.where(reveal, proposal, x)
+        if on_step is not None:
+            on_step(x.view(shape))
+    return x.view(shape)
+
+
+@torch.no_grad()
+def remask(model, x, free, steps, fraction, mask_id, temperature=1.0, seed=0, predict=denoise):
+    """ReMDM-style corrector steps (Wang et al. 2025) after sampling: each step masks a random `fraction` of the
+    `free` codes (B, ...) bool again (at least one per image) and redraws them from p(x_0 | x_t), so that later
+    calls can revise earlier mistakes. With one code a step, and conditionals that are those of one joint
+    distribution, this is a Gibbs sampler of it: exact in that it leaves that distribution unchanged."""
+    device, shape = x.device, x.shape
+    free = free.cpu().view(len(x), -1)  # (B, N)
+    n = max(1, round(fraction * int(free.sum(1).min())))
+    g_where = torch.Generator().manual_seed(seed)
+    g = torch.Generator(device).manual_seed(seed + 1)
+    for _ in range(steps):
+        noise = torch.rand(free.shape, generator=g_where).masked_fill(~free, 2.0)  # (B, N): fixed codes last
+        picked = torch.zeros_like(free).scatter_(1, noise.argsort(1)[:, :n], True)  # (B, N) n codes of each row
+        x = x.masked_fill(to_device(picked.view(shape), device), mask_id)
+        probs = predict(model, x, picked.view(shape), temperature)  # (M, K)
+        x.view(-1)[to_device(picked.flatten().nonzero().squeeze(1), device)] = draw(probs, g)
+    return x
+
+
+def guided(model, label, weight):
+    """The network as a callable (x_t, positions) -> logits, guided towards class `label` (classifier-free
+    guidance, Ho & Salimans 2022): logits = uncond + weight * (cond - uncond), both from one batched call.
+    weight 0 is the unconditional model, 1 the plain conditional one, > 1 pushes further towards the class."""
+    def net(x_t, positions=None):
+        if weight == 0:  # no conditional call needed
+            return model(x_t, positions)
+        y = torch.tensor([label, model.cfg.n_classes], device=x_t.device).repeat_interleave(len(x_t))  # (2B,)
+        both_positions = None if positions is None else torch.cat([positions, positions + x_t.numel()])
+        both = model(torch.cat([x_t, x_t]), both_positions, y=y)
+        cond, uncond = both.float().chunk(2)
+        return uncond + weight * (cond - uncond)
+    return net
+
+
+# -----------------------------------------------------------------------------
 # Inpainting (Sec. 4.5): encode the image, mask the codes whose patches touch the region, and run the reverse
 # process from t = the number of masked codes with the other codes fixed.
 
@@ -81,6 +155,21 @@ def inpaint_inputs(vqgan, image_path, mask_path, mask_id, device):
 # -----------------------------------------------------------------------------
 
 
+def class_index(ckpt, name_or_index):
+    """The class id of --class, given as a name or an index; a one-line error for a prior without classes or a
+    class it does not know."""
+    classes = ckpt.get("classes") or []
+    if not classes:
+        raise SystemExit("error: --class needs a class-conditional prior; this one was trained without labels "
+                         "(vqgan.py writes labels.npy for shapes and for a folder of subfolders)")
+    if name_or_index in classes:
+        return classes.index(name_or_index)
+    if name_or_index.isdigit() and int(name_or_index) < len(classes):
+        return int(name_or_index)
+    raise SystemExit(f"error: the prior knows no class {name_or_index!r}; its classes are "
+                     f"{', '.join(f'{i} {c}' for i, c in enumerate(classes))}")
+
+
 def decode(vqgan, codes, bf16):
     with torch.autocast(codes.device.type, dtype=torch.bfloat16, enabled=bf16):
         return vqgan.decode(codes).float().clamp(-1, 1)
@@ -92,6 +181,13 @@ def main(args):
     ckpt = load_checkpoint(args.ckpt, "absorbing")
     model = prior_from_checkpoint(ckpt).to(device)
     net = torch.compile(model, dynamic=True) if args.compile else model  # shapes change with each step's reveals
+    if args.class_ is not None:
+        net = guided(net, class_index(ckpt, args.class_), args.guidance)
+    calls = [0]
+
+    def counted(*a, **k):  # counts the network calls of each batch
+        calls[0] += 1
+        return net(*a, **k)
     K, h, w = model.cfg.codebook_size, model.cfg.latent_h, model.cfg.latent_w
     vqgan_path = args.vqgan or (Path(args.ckpt).parent / ckpt["vqgan"] if ckpt["vqgan"] else None)
     vqgan = load_vqgan(vqgan_path, device)
@@ -106,10 +202,19 @@ def main(args):
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
 
-    def run(x, seed, on_step=None):
+    def run(x, seed, on_step=None):  # the chosen --sampler, at most --sample-steps network calls
+        steps = min(args.sample_steps or int((x == K).flatten(1).sum(1).max()), int((x == K).flatten(1).sum(1).max()))
+        calls[0] = 0
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            return sample(net, x, K, steps=args.sample_steps, temperature=args.temperature, seed=seed,
-                          predict=predict, on_step=on_step, progress=True)
+            if args.sampler == "confidence":
+                return confidence_sample(counted, x, K, steps, args.temperature, seed, predict, on_step=on_step)
+            if args.sampler == "remask":
+                fix = args.remask_steps if args.remask_steps is not None else steps // 2
+                x_0 = sample(counted, x, K, steps=max(steps - fix, 1), temperature=args.temperature, seed=seed,
+                             predict=predict, on_step=on_step, progress=True)
+                return remask(counted, x_0, x == K, fix, args.remask_fraction, K, args.temperature, seed, predict)
+            return sample(counted, x, K, steps=steps, temperature=args.temperature, seed=seed, predict=predict,
+                          on_step=on_step, progress=True, grid="cosine" if args.sampler == "cosine" else "uniform")
 
     if args.inpaint:
         codes, image, masked = inpaint_inputs(vqgan, args.inpaint, args.mask, K, device)
@@ -129,8 +234,8 @@ def main(args):
         start = time.time()
         x = run(torch.full((n, H, W), K, device=device), args.seed + i, on_step)
         images.append(to_uint8(decode(vqgan, x, bf16)))
-        print(f"batch of {n}: {time.time() - start:.2f} s to sample {H}x{W} codes in "
-              f"{min(args.sample_steps or H * W, H * W)} steps ({(time.time() - start) / n:.3f} s per image)")
+        print(f"batch of {n}: {time.time() - start:.2f} s to sample {H}x{W} codes with the {args.sampler} sampler "
+              f"in {calls[0]} network calls ({(time.time() - start) / n:.3f} s per image)")
     images = torch.cat(images)
     save_grid(images, out, nrow=int(np.ceil(np.sqrt(len(images)))))
     print(f"wrote {out}")
@@ -164,6 +269,16 @@ def get_args(argv=None):
     p.add_argument("--batch-size", type=positive_int, default=64, help="images sampled at once")
     p.add_argument("--sample-steps", type=positive_int, default=None,
                    help="network calls at most (default: one per masked code, N for a new sample)")
+    p.add_argument("--sampler", choices=["random", "confidence", "cosine", "remask"], default="random",
+                   help="random: the paper's reverse process; confidence: MaskGIT's, most confident codes first; "
+                        "cosine: random on MD4's cosine grid of steps; remask: random, then ReMDM-style correctors")
+    p.add_argument("--remask-steps", type=int, default=None,
+                   help="remask: how many of the --sample-steps calls are corrector steps (default half)")
+    p.add_argument("--remask-fraction", type=float, default=0.1, help="remask: share of the codes redrawn per step")
+    p.add_argument("--class", dest="class_", default=None, metavar="NAME_OR_INDEX",
+                   help="sample this class (a class-conditional prior: codes with labels.npy)")
+    p.add_argument("--guidance", type=float, default=1.0,
+                   help="classifier-free guidance weight W: uncond + W (cond - uncond); 0 unconditional, 1 conditional")
     p.add_argument("--temperature", type=float, default=1.0, help="divides the logits; < 1 is more conservative")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--out", default="out/samples.png", help="PNG grid to write")
@@ -180,6 +295,10 @@ def get_args(argv=None):
     args = p.parse_args(argv)
     if args.temperature <= 0:
         p.error(f"--temperature must be > 0, got {args.temperature}")
+    if not 0 < args.remask_fraction <= 1:
+        p.error(f"--remask-fraction must be in (0, 1], got {args.remask_fraction}")
+    if args.remask_steps is not None and (args.sampler != "remask" or args.remask_steps < 0):
+        p.error("--remask-steps is a count >= 0 for --sampler remask")
     if bool(args.inpaint) != bool(args.mask):
         p.error("--inpaint IMAGE and --mask MASK go together")
     if args.inpaint and args.latent_size:

@@ -27,8 +27,8 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from common import (CHECKPOINT_VERSION, ImageFolder, StepBatches, append_log, bf16_is_fast, catch_stop_signals,
-                    learning_rate, load_checkpoint, mean_over_ranks, positive_int, require_finite, restore, rng_states,
-                    save_checkpoint, save_grid, scan_folder, setup_distributed, split_paths, start_log,
+                    learning_rate, load_checkpoint, mean_over_ranks, positive_int, pretrained, require_finite, restore,
+                    rng_states, save_checkpoint, save_grid, scan_folder, setup_distributed, split_paths, start_log,
                     stop_if_signalled)
 
 # -----------------------------------------------------------------------------
@@ -100,19 +100,24 @@ def make_shapes(n, img_size=32, seed=0):
 
 
 def load_data(data, data_dir, img_size, n_shapes=10000, val_fraction=0.05, seed=0):
-    """(train, val, labels): datasets of uint8 (H, W, 3) images, and the training labels (shapes only)."""
+    """(train, val, labels, classes): datasets of uint8 (H, W, 3) images, the training labels (n,) and the class
+    names: the shapes kinds, or the subfolders of a folder whose images all lie in two or more subfolders (the
+    ImageFolder convention); None and [] for a folder without classes."""
     if data == "shapes":
         n_val = max(1, round(val_fraction * n_shapes))
         train, labels = make_shapes(n_shapes, img_size, seed)
         val, _ = make_shapes(n_val, img_size, seed + 1)
-        return torch.from_numpy(train), torch.from_numpy(val), labels
+        return torch.from_numpy(train), torch.from_numpy(val), labels, list(SHAPE_KINDS)
     folder = Path(data_dir or (Path("data") / data if data in DATA_SOURCES else data))
     if not folder.is_dir():
         where = f"; get {DATA_SOURCES[data]} and put the images there (or pass --data-dir)" if data in DATA_SOURCES \
             else ""
         raise SystemExit(f"error: image folder {folder} does not exist{where}")
     train, val = split_paths(scan_folder(folder, img_size), folder, val_fraction)
-    return ImageFolder(train, img_size), ImageFolder(val, img_size), None
+    tops = [p.relative_to(folder).parts[0] if len(p.relative_to(folder).parts) > 1 else None for p in train]
+    classes = sorted(set(tops)) if None not in tops and len(set(tops)) > 1 else []
+    labels = np.array([classes.index(c) for c in tops], dtype=np.int64) if classes else None
+    return ImageFolder(train, img_size), ImageFolder(val, img_size), labels, classes
 
 
 def to_float(images):
@@ -418,16 +423,12 @@ def adaptive_weight(rec_loss, gan_loss, last_layer, lambda_max, delta=1e-4):
 
 
 def load_lpips(device):
-    """The LPIPS perceptual distance (VGG16). torchvision downloads its ImageNet weights on first use,
-    which cannot happen offline: if the file is absent, stop and say where it goes."""
-    from torchvision.models import VGG16_Weights
-    url = VGG16_Weights.IMAGENET1K_V1.url
-    path = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
-    if not path.exists():
-        raise SystemExit(f"error: the perceptual loss (LPIPS) needs torchvision's VGG16 weights {path}; download "
-                         f"{url} into {path.parent}, or pass --perceptual-weight 0 to train without it")
+    """The LPIPS perceptual distance (VGG16), whose ImageNet weights torchvision downloads on first use."""
     import lpips
-    return lpips.LPIPS(net="vgg", verbose=False).to(device).eval().requires_grad_(False)
+    from torchvision.models import VGG16_Weights
+    net = pretrained(lambda: lpips.LPIPS(net="vgg", verbose=False), VGG16_Weights.IMAGENET1K_V1.url,
+                     "the perceptual loss's (LPIPS) VGG16 weights", "pass --perceptual-weight 0 to train without it")
+    return net.to(device).eval().requires_grad_(False)
 
 # -----------------------------------------------------------------------------
 # Training
@@ -477,7 +478,7 @@ def encode_dataset(model, dataset, device, batch_size=64, num_workers=0, disable
     return torch.cat(codes).numpy()
 
 
-def write_codes(codes, out_dir, ckpt_path, labels, redundancy):
+def write_codes(codes, out_dir, ckpt_path, labels, classes, redundancy):
     """OUT/codes.npy (N, h, w) and OUT/codes.json: the codebook size, the latent shape and the VQGAN
     checkpoint's path relative to OUT, which is what absorbing.py reads, and the codes' statistics."""
     ckpt = load_checkpoint(ckpt_path, "vqgan")
@@ -489,7 +490,9 @@ def write_codes(codes, out_dir, ckpt_path, labels, redundancy):
     os.replace(Path(out_dir) / "codes.npy.tmp", Path(out_dir) / "codes.npy")
     if labels is not None:
         np.save(Path(out_dir) / "labels.npy", labels)
-    meta = dict(codebook_size=K, latent_shape=list(codes.shape[1:]), n_images=len(codes),
+    elif (Path(out_dir) / "labels.npy").is_file():  # an earlier run's labels would not fit these codes
+        os.remove(Path(out_dir) / "labels.npy")
+    meta = dict(codebook_size=K, latent_shape=list(codes.shape[1:]), n_images=len(codes), classes=classes,
                 vqgan=os.path.relpath(ckpt_path, out_dir), perplexity=perplexity, used=used,
                 **dict(zip(("code_bits", "code_agreement", "repeated_patches"), map(float, redundancy))))
     (Path(out_dir) / "codes.json").write_text(json.dumps(meta, indent=1) + "\n")
@@ -513,7 +516,7 @@ def main(args):
         args.lr_decay = ckpt["args"].get("lr_decay", "constant")  # checkpoints from before --lr-decay: constant
     cfg = VQGANConfig.from_dict(ckpt["config"]) if ckpt else \
         VQGANConfig(**{k: getattr(args, k) for k in VQGANConfig.__dataclass_fields__})
-    train_set, val_set, labels = load_data(args.data, args.data_dir, cfg.img_size, args.n_shapes)
+    train_set, val_set, labels, classes = load_data(args.data, args.data_dir, cfg.img_size, args.n_shapes)
 
     torch.manual_seed(args.seed + rank)
     model = VQGAN(cfg).to(device)
@@ -536,7 +539,7 @@ def main(args):
               f"{cfg.codebook_size}; "
               f"{len(train_set)} training / {len(val_set)} validation images; device {device}, world size {world_size}")
     if args.encode_only:
-        return finish(model, train_set, labels, ckpt_path, args, device, is_main)
+        return finish(model, train_set, labels, classes, ckpt_path, args, device, is_main)
 
     perceptual = load_lpips(device) if args.perceptual_weight > 0 else None
     raw = model
@@ -586,16 +589,16 @@ def main(args):
             if step % args.ckpt_every == 0 or step == args.max_steps:
                 checkpoint()
             stop_if_signalled(caught, device, checkpoint, step, ckpt_path)
-    finish(raw, train_set, labels, ckpt_path, args, device, is_main)
+    finish(raw, train_set, labels, classes, ckpt_path, args, device, is_main)
 
 
-def finish(model, train_set, labels, ckpt_path, args, device, is_main):
+def finish(model, train_set, labels, classes, ckpt_path, args, device, is_main):
     """Encode the training images to OUT/codes.npy (rank 0 only), then leave the process group."""
     if is_main:
         codes = encode_dataset(model, train_set, device, num_workers=args.num_workers)
         n = min(len(train_set), 2000)  # the redundancy of the codes of the first 2000 images
         redundancy = code_redundancy(np.stack([np.asarray(train_set[i]) for i in range(n)]), codes[:n])
-        meta = write_codes(codes, args.out_dir, ckpt_path, labels, redundancy)
+        meta = write_codes(codes, args.out_dir, ckpt_path, labels, classes, redundancy)
         print(f"wrote {Path(args.out_dir) / 'codes.npy'} {codes.shape}: codebook perplexity "
               f"{meta['perplexity']:.1f}, {100 * meta['used']:.0f}% of {meta['codebook_size']} codes used; equal "
               f"patches: {meta['code_bits']:.2f} bits of code given the patch, {100 * meta['code_agreement']:.0f}% "

@@ -379,6 +379,21 @@ def test_codes_files_missing_truncated_or_disagreeing(tmp_path):
         A.load_codes(tmp_path / "nope.npy")
 
 
+def test_labels_beside_the_codes_are_checked(tmp_path):
+    path = write_codes(tmp_path, n=40)
+    assert A.load_labels(path, 40) == (None, [])
+    np.save(tmp_path / "labels.npy", np.arange(40) % 3)
+    with pytest.raises(SystemExit, match="names no classes"):
+        A.load_labels(path, 40)
+    (tmp_path / "codes.json").write_text(json.dumps({"codebook_size": 16, "classes": ["a", "b", "c"]}))
+    labels, classes = A.load_labels(path, 40)
+    assert classes == ["a", "b", "c"] and labels.tolist() == (np.arange(40) % 3).tolist()
+    for bad in (np.arange(39) % 3, np.arange(40) % 4, np.zeros(40) + 0.5):
+        np.save(tmp_path / "labels.npy", bad)
+        with pytest.raises(SystemExit, match="must hold 40 integer labels in \\[0, 3\\)"):
+            A.load_labels(path, 40)
+
+
 def test_bad_flags_are_rejected(capsys):
     with pytest.raises(SystemExit):
         A.get_args(["--n-embd", "100", "--n-head", "3"])
@@ -400,6 +415,31 @@ def test_short_run_lowers_the_validation_elbo(tmp_path):
     assert val[-1] < val[0] - 1.0 and val[-1] < math.log2(16) - 1.0
     ckpt = C.load_checkpoint(tmp_path / "absorbing.pt", "absorbing")
     assert ckpt["diffusion_steps"] == 16 and ckpt["vqgan"] == "vqgan.pt"
+
+
+def test_labels_train_a_class_conditional_prior_and_none_an_unconditional_one(tmp_path):
+    path = write_codes(tmp_path, n=200)
+    with pytest.raises(SystemExit, match="--class-dropout 0.1 trains on classes, but .* has no labels.npy"):
+        run(tmp_path, "--max-steps", "2", "--class-dropout", "0.1")
+    run(tmp_path, "--max-steps", "2")
+    assert C.load_checkpoint(tmp_path / "absorbing.pt", "absorbing")["config"]["n_classes"] == 0
+    # the label is the ramp's offset: a class that decides most of the grid
+    offsets = np.load(path)[:, 0, 0] % 16 // 3
+    np.save(tmp_path / "labels.npy", offsets)
+    meta = json.loads((tmp_path / "codes.json").read_text())
+    (tmp_path / "codes.json").write_text(json.dumps(dict(meta, classes=["0", "1", "2", "3", "4", "5"])))
+    run(tmp_path, "--max-steps", "150", "--eval-every", "150", "--ema-decay", "0.9")
+    ckpt = C.load_checkpoint(tmp_path / "absorbing.pt", "absorbing")
+    assert ckpt["config"]["n_classes"] == 6 and ckpt["args"]["class_dropout"] == 0.1
+    train_offsets = A.split_codes(torch.from_numpy(offsets))[0]
+    assert ckpt["class_counts"].tolist() == np.bincount(train_offsets, minlength=6).tolist()
+    model = A.prior_from_checkpoint(ckpt)
+    x_0 = torch.from_numpy(np.load(path).astype(np.int64)).flatten(1)[:100]
+    y = torch.from_numpy(offsets[:100].astype(np.int64))
+    with torch.no_grad():  # knowing the class, the codes cost fewer bits than without it
+        cond = A.training_losses(model, x_0, 16, 16, "elbo", torch.Generator().manual_seed(0), y=y)[1].mean()
+        uncond = A.training_losses(model, x_0, 16, 16, "elbo", torch.Generator().manual_seed(0))[1].mean()
+    assert cond < uncond - 0.1
 
 
 def test_resume_continues_the_same_run(tmp_path):

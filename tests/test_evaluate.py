@@ -228,3 +228,32 @@ def test_generated_images_are_judged_when_compared_with_shapes(tmp_path, capsys)
               "--nearest-k", "3")
     assert out["shape_valid"] == 0.5 and sum(out["shape_kinds"].values()) == 10
     assert out["shape_invalid"]["count"] == 10  # a black image is a clean background with no shape
+
+
+def test_inception_weights_arrive_through_torch_hub_or_fail_in_one_line(tmp_path, monkeypatch):
+    from urllib.error import HTTPError
+
+    import pytorch_fid.inception as I
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+
+    def forbidden(url, *args, **kwargs):
+        raise HTTPError(url, 403, "Forbidden", None, None)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", forbidden)
+    with pytest.raises(SystemExit, match=rf"cannot download FID's Inception weights from {I.FID_WEIGHTS_URL} "
+                                         rf"\(Forbidden\).*into {tmp_path}/checkpoints.*--features random"):
+        evaluate.inception_network()
+
+    with monkeypatch.context() as m:  # the FID network's tensor shapes, without weights
+        m.setattr(I, "load_state_dict_from_url", lambda *a, **k: None)
+        m.setattr(torch.nn.Module, "load_state_dict", lambda *a, **k: None)
+        with torch.device("meta"):
+            shapes = I.fid_inception_v3().state_dict()
+
+    def online(url, dst, *args, **kwargs):  # each tensor a single repeated value (a small file)
+        torch.save({k: torch.full((), 0.5 if "running_var" in k else 0.0).expand(v.shape) for k, v in shapes.items()},
+                   dst)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", online)
+    embed, net = evaluate.inception_network()
+    assert (tmp_path / "checkpoints" / I.FID_WEIGHTS_URL.split("/")[-1]).is_file()
+    with torch.no_grad():
+        assert embed(torch.zeros(1, 3, 32, 32)).shape == (1, 2048)

@@ -1,8 +1,12 @@
-"""Stage 3: the mixture-of-windows sampler (Eq. 8), inpainting, and the command line."""
+"""Stage 3: the mixture-of-windows sampler (Eq. 8), the other samplers, guidance, inpainting, the command line."""
+import math
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from scipy.stats import chisquare
+from test_absorbing import DATA, MASK, oracle, random_joint, state_id
 
 import absorbing as A
 import common as C
@@ -60,6 +64,108 @@ def test_large_sample_every_code_revealed_and_decoded_size(tiny_run, tmp_path):
                        "--images", str(tmp_path / "each"), "--gif", str(tmp_path / "u.gif")]))
     assert Image.open(tmp_path / "each" / "00000.png").size == (40, 48)  # W * f, H * f with f = 4
     assert Image.open(tmp_path / "u.gif").n_frames > 5
+
+
+# ----------------------------------------------------------------------------- samplers and guidance
+
+
+@pytest.mark.parametrize("fraction,exact", [(1 / 3, True), (1.0, False)])
+def test_remasking_one_code_at_a_time_leaves_the_joint_unchanged(fraction, exact):
+    # start from exact samples of a joint; corrector steps with the joint's own conditionals, one code a step,
+    # are Gibbs steps and keep it; redrawing every code at once gives the product of the marginals instead
+    joint = random_joint(seed=6)
+    model = oracle(joint)
+    g = torch.Generator().manual_seed(0)
+    x = torch.tensor(DATA)[torch.multinomial(joint.flatten(), 60000, replacement=True, generator=g)]  # (B, N)
+    x = S.remask(model, x, torch.ones_like(x, dtype=torch.bool), 4, fraction, MASK, seed=1)
+    counts = np.array([(state_id(x) == state_id(torch.tensor([s]))).sum().item() for s in DATA])
+    pvalue = chisquare(counts, joint.flatten().numpy() * counts.sum()).pvalue
+    assert pvalue > 1e-3 if exact else pvalue < 1e-6
+
+
+def test_remasking_leaves_fixed_codes_alone():
+    model = tiny_prior()
+    x = torch.randint(0, 5, (4, 9))
+    free = torch.zeros(4, 9, dtype=torch.bool)
+    free[:, 4:] = True
+    seen = []
+    y = S.remask(lambda x_t, p: (seen.append(x_t.clone()), model(x_t, p))[1], x, free, 3, 0.4, 5, seed=2)
+    assert torch.equal(y[:, :4], x[:, :4]) and (y < 5).all() and len(seen) == 3
+    assert all(((s == 5).sum(1) == 2).all() for s in seen)  # round(0.4 * 5) codes of each row, redrawn each step
+
+
+def test_confidence_sampler_reveals_the_most_confident_codes_on_the_cosine_schedule():
+    # a denoiser that ignores x_t: position i gives code 0 probability q_i (between 1 - 1e-3 and 1 - 1e-4, all
+    # different), so the candidate is code 0 and its confidence is log q_i: without Gumbel noise, codes come in
+    # order of q_i
+    B, n, K = 3, 16, 4
+    g = torch.Generator().manual_seed(0)
+    q = 1 - 1e-4 * (1 + 9 * torch.stack([torch.randperm(n, generator=g) for _ in range(B)]) / n)  # (B, n)
+    logits = torch.stack([q.log()] + [((1 - q) / (K - 1)).log()] * (K - 1), -1)  # (B, n, K)
+
+    def model(x_t, positions=None):
+        return logits.reshape(-1, K)[positions]
+
+    frames = []
+    x = S.confidence_sample(model, torch.full((B, n), K), K, 4, seed=0, noise=0.0,
+                            on_step=lambda x: frames.append(x.clone()))
+    assert (x == 0).all() and len(frames) == 4
+    for j, frame in enumerate(frames, 1):
+        revealed = frame != K
+        left = math.floor(n * math.cos(math.pi / 2 * j / 4)) if j < 4 else 0
+        assert (revealed.sum(1) == n - left).all()  # the cosine schedule
+        for b in range(B):  # the revealed codes are the most confident ones
+            assert q[b][revealed[b]].min() > torch.cat([q[b][~revealed[b]], torch.zeros(1)]).max()
+
+
+def test_confidence_sampler_keeps_known_codes_and_counts_calls():
+    model = tiny_prior()
+    x = torch.full((2, 9), 5)
+    x[:, :3] = 2
+    calls = []
+    y = S.confidence_sample(lambda x_t, p: (calls.append(1), model(x_t, p))[1], x, 5, 4, seed=1)
+    assert (y[:, :3] == 2).all() and (y < 5).all() and len(calls) == 4
+
+
+def conditional_prior(n_classes=3):
+    torch.manual_seed(0)
+    model = A.Transformer(A.PriorConfig(codebook_size=5, latent_h=3, latent_w=3, n_layer=1, n_head=2, n_embd=16,
+                                        n_classes=n_classes)).eval()
+    torch.nn.init.normal_(model.cls_emb.weight, std=1.0)  # classes that matter
+    return model
+
+
+def test_guidance_weights_0_and_1_are_the_unconditional_and_conditional_models():
+    model = conditional_prior()
+    x = torch.randint(0, 6, (4, 9))
+    positions = torch.tensor([0, 5, 9, 30, 35])
+    with torch.no_grad():
+        uncond, cond = model(x, positions), model(x, positions, y=torch.full((4,), 2))
+        assert not torch.allclose(uncond, cond, atol=1e-3)  # the class changes the prediction
+        assert torch.equal(S.guided(model, 2, 0.0)(x, positions), uncond)
+        assert torch.allclose(S.guided(model, 2, 1.0)(x, positions), cond, atol=1e-5)
+        assert torch.allclose(S.guided(model, 2, 3.0)(x, positions), uncond + 3 * (cond - uncond), atol=1e-5)
+        assert torch.allclose(S.guided(model, 2, 3.0)(x)[0, 5], uncond[1] + 3 * (cond[1] - uncond[1]), atol=1e-5)
+        assert torch.equal(model(x, positions, y=torch.full((4,), 3)), uncond)  # class id n_classes: no class
+
+
+def test_class_names_and_indices_and_unknown_classes():
+    ckpt = dict(classes=["circle", "square", "triangle"])
+    assert S.class_index(ckpt, "square") == 1 and S.class_index(ckpt, "2") == 2
+    with pytest.raises(SystemExit, match="no class 'hexagon'; its classes are 0 circle, 1 square, 2 triangle"):
+        S.class_index(ckpt, "hexagon")
+    with pytest.raises(SystemExit, match="no class '3'"):
+        S.class_index(ckpt, "3")
+    with pytest.raises(SystemExit, match="needs a class-conditional prior"):
+        S.class_index(dict(classes=[]), "0")
+
+
+@pytest.mark.parametrize("sampler", ["random", "confidence", "cosine", "remask"])
+def test_every_sampler_from_the_command_line_within_its_calls(tiny_run, tmp_path, capsys, sampler):
+    S.main(S.get_args(["--ckpt", str(tiny_run / "absorbing.pt"), "--n-samples", "3", "--sample-steps", "6",
+                       "--sampler", sampler, "--class", "square", "--guidance", "2", "--out", str(tmp_path / "s.png")]))
+    calls = int(capsys.readouterr().out.split(" network calls")[0].split()[-1])
+    assert 1 <= calls <= 6 and Image.open(tmp_path / "s.png").size == (1 + 33 * 2, 1 + 33 * 2)
 
 
 def make_inpainting_inputs(tmp_path, size=(32, 32), mask_box=(8, 8, 20, 16)):

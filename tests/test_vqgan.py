@@ -123,10 +123,31 @@ def test_patch_discriminator_gives_patch_logits():
     assert d(torch.randn(2, 3, 64, 64)).shape == (2, 1, 6, 6)
 
 
-def test_missing_lpips_weights_is_one_line_error(tmp_path, monkeypatch):
+def test_lpips_weights_arrive_through_torch_hub_or_fail_in_one_line(tmp_path, monkeypatch):
+    import torchvision
+    from urllib.error import URLError
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
-    with pytest.raises(SystemExit, match=r"vgg16-397923af.pth.*--perceptual-weight 0"):
+    fetched = []
+
+    def offline(url, dst, *args, **kwargs):
+        raise URLError("[Errno -3] Temporary failure in name resolution")
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(SystemExit, match=r"cannot download .*https://download.pytorch.org/models/vgg16-397923af.pth "
+                                         rf"\(.*name resolution\).*into {tmp_path}/checkpoints.*--perceptual-weight 0"):
         V.load_lpips("cpu")
+
+    def online(url, dst, *args, **kwargs):  # VGG16's tensors, each a single repeated value (a small file)
+        fetched.append(url)
+        with torch.device("meta"):
+            shapes = torchvision.models.vgg16().state_dict()
+        torch.save({k: torch.full((), 0.01).expand(v.shape) for k, v in shapes.items()}, dst)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", online)
+    net = V.load_lpips("cpu")
+    assert fetched == ["https://download.pytorch.org/models/vgg16-397923af.pth"]
+    assert (tmp_path / "checkpoints" / "vgg16-397923af.pth").is_file()
+    assert (net.net.slice1[0].weight == 0.01).all()  # the fetched weights are the ones used
+    V.load_lpips("cpu")  # the second time from the cache
+    assert len(fetched) == 1
 
 # ----------------------------------------------------------------------------- data
 
@@ -180,6 +201,19 @@ def test_folder_split_is_deterministic_and_disjoint(tmp_path):
     assert train.paths == train2.paths and val.paths == val2.paths
     assert len(val) == 1 and not set(train.paths) & set(val.paths) and len(train) + len(val) == 8
     assert train[0].shape == (16, 16, 3)
+
+
+def test_subfolders_are_classes_only_when_every_image_has_one(tmp_path):
+    for name, n in (("cats", 3), ("dogs", 4), ("cats/big", 2)):
+        (tmp_path / "a" / name).mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (20, 20), (i * 40, 0, 0)).save(tmp_path / "a" / name / f"{i}.png")
+    train, _, labels, classes = V.load_data(str(tmp_path / "a"), None, 16)
+    assert classes == ["cats", "dogs"]  # the top-level subfolder, however deep the file
+    assert [classes[k] for k in labels] == [p.relative_to(tmp_path / "a").parts[0] for p in train.paths]
+    Image.new("RGB", (20, 20)).save(tmp_path / "a" / "loose.png")  # an image outside any class: no classes
+    assert V.load_data(str(tmp_path / "a"), None, 16)[2:] == (None, [])
+    assert V.load_data("shapes", None, 32, n_shapes=20)[3] == ["circle", "square", "triangle"]
 
 
 def test_empty_folder_and_missing_preset_folder_are_one_line_errors(tmp_path, monkeypatch):
