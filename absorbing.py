@@ -116,6 +116,18 @@ PRIOR_PRESETS = {
 }
 
 
+def preset_for_codes(path):
+    """The prior preset that fits the codes: the paper's for grids of 16x16 codes or more (its 256 px images),
+    the small one for fewer. A missing or unreadable file gets 'small' here and its error from load_codes."""
+    try:
+        shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+    except Exception:
+        return "small", "codes not readable yet"
+    if len(shape) != 3:
+        return "small", "codes not (N, h, w)"
+    return ("paper" if shape[1] * shape[2] >= 256 else "small"), f"{shape[1]}x{shape[2]} codes"
+
+
 class Block(nn.Module):
     def __init__(self, cfg):
         super().__init__()
@@ -444,7 +456,8 @@ def get_args(argv=None):
     p.add_argument("--codes", default="out/codes.npy", help="codes.npy from vqgan.py (codes.json beside it)")
     p.add_argument("--codebook-size", type=positive_int, default=None, help="K, if codes.json is absent")
     p.add_argument("--out-dir", default="out", help="where the checkpoint, log and previews go")
-    p.add_argument("--preset", choices=sorted(PRIOR_PRESETS), default="small", help="model size")
+    p.add_argument("--preset", choices=sorted(PRIOR_PRESETS), default=None,
+                   help="model size (default: paper for grids of 16x16 codes or more, else small)")
     p.add_argument("--n-layer", type=positive_int, default=None, help="Transformer blocks (default: the preset's)")
     p.add_argument("--n-head", type=positive_int, default=None, help="attention heads (default: the preset's)")
     p.add_argument("--n-embd", type=positive_int, default=None, help="width (default: the preset's)")
@@ -478,7 +491,11 @@ def get_args(argv=None):
     p.add_argument("--resume", action="store_true",
                    help="continue OUT/absorbing.pt (--max-steps may grow, which stretches a cosine --lr-decay)")
     args = p.parse_args(argv)
-    for k, v in PRIOR_PRESETS[args.preset].items():
+    if args.preset is None and not args.resume:
+        args.preset, why = preset_for_codes(args.codes)
+        print(f"{args.codes}: {why} -> prior preset {args.preset} (pass --preset or --n-layer/--n-head/--n-embd to "
+              f"choose another)")
+    for k, v in PRIOR_PRESETS[args.preset or "small"].items():
         if getattr(args, k) is None:
             setattr(args, k, v)
     if args.class_dropout is not None and not 0 <= args.class_dropout <= 1:

@@ -42,13 +42,17 @@ from vqgan import (BACKGROUNDS, COLOURS, SHAPE_KINDS, code_redundancy, codebook_
 
 def load_images(source, n, img_size, seed=0):
     """A dataset of uint8 (S, S, 3) images: the built-in 'shapes' (seed 0: the training images; --fake shapes
-    uses seed 1, images never trained on) or a folder's images, resized and centre-cropped; at most n of them."""
+    uses seed 1, images never trained on) or a folder's images, resized and centre-cropped; at most n of them, a
+    seeded random choice (the first n in file order could all come from one subfolder)."""
     if source == "shapes":
         return torch.from_numpy(make_shapes(n, img_size, seed=seed)[0])
     if not Path(source).is_dir():
         raise SystemExit(f"error: image folder {source} does not exist" if not Path(source).exists() else
                          f"error: {source} is a file; --real and --fake take folders of images (or 'shapes')")
-    return ImageFolder(scan_folder(source, img_size)[:n], img_size)
+    paths = scan_folder(source, img_size)
+    if len(paths) > n:
+        paths = [paths[i] for i in sorted(np.random.default_rng(seed).choice(len(paths), n, replace=False))]
+    return ImageFolder(paths, img_size)
 
 
 def inception_network():

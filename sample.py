@@ -170,6 +170,19 @@ def class_index(ckpt, name_or_index):
                      f"{', '.join(f'{i} {c}' for i, c in enumerate(classes))}")
 
 
+def image_classes(ckpt, label, n, seed):
+    """The class of each of n new images: `label` for all (--class); for a class-conditional prior without --class,
+    drawn from the training images' class frequencies, which samples p(x) = sum_y p(y) p(x | y) with the
+    conditional model (trained on 1 - class_dropout of the data) instead of its no-class one; None for an
+    unconditional prior."""
+    if label is not None:
+        return torch.full((n,), label)
+    if not ckpt.get("classes"):
+        return None
+    return torch.multinomial(ckpt["class_counts"].double(), n, replacement=True,
+                             generator=torch.Generator().manual_seed(seed))
+
+
 def decode(vqgan, codes, bf16):
     with torch.autocast(codes.device.type, dtype=torch.bfloat16, enabled=bf16):
         return vqgan.decode(codes).float().clamp(-1, 1)
@@ -181,13 +194,11 @@ def main(args):
     ckpt = load_checkpoint(args.ckpt, "absorbing")
     model = prior_from_checkpoint(ckpt).to(device)
     net = torch.compile(model, dynamic=True) if args.compile else model  # shapes change with each step's reveals
-    if args.class_ is not None:
-        net = guided(net, class_index(ckpt, args.class_), args.guidance)
+    label = class_index(ckpt, args.class_) if args.class_ is not None else None
+    if args.guidance != 1 and not ckpt.get("classes"):
+        raise SystemExit(f"error: --guidance {args.guidance} needs a class-conditional prior; this one was trained "
+                         f"without labels")
     calls = [0]
-
-    def counted(*a, **k):  # counts the network calls of each batch
-        calls[0] += 1
-        return net(*a, **k)
     K, h, w = model.cfg.codebook_size, model.cfg.latent_h, model.cfg.latent_w
     vqgan_path = args.vqgan or (Path(args.ckpt).parent / ckpt["vqgan"] if ckpt["vqgan"] else None)
     vqgan = load_vqgan(vqgan_path, device)
@@ -202,9 +213,16 @@ def main(args):
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
 
-    def run(x, seed, on_step=None):  # the chosen --sampler, at most --sample-steps network calls
-        steps = min(args.sample_steps or int((x == K).flatten(1).sum(1).max()), int((x == K).flatten(1).sum(1).max()))
+    def run(x, seed, on_step=None, label=None):  # the chosen --sampler, at most --sample-steps network calls
+        masked = int((x == K).flatten(1).sum(1).max())
+        steps = min(args.sample_steps or masked, masked)
         calls[0] = 0
+        cls_net = net if label is None else guided(net, label, args.guidance)
+
+        def counted(*a, **k):
+            calls[0] += 1
+            return cls_net(*a, **k)
+
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             if args.sampler == "confidence":
                 return confidence_sample(counted, x, K, steps, args.temperature, seed, predict, on_step=on_step)
@@ -218,7 +236,7 @@ def main(args):
 
     if args.inpaint:
         codes, image, masked = inpaint_inputs(vqgan, args.inpaint, args.mask, K, device)
-        x = run(codes.expand(args.n_samples, -1, -1), args.seed)
+        x = run(codes.expand(args.n_samples, -1, -1), args.seed, label=label)
         patches = F.interpolate(masked[None, None].float(), size=image.shape[-2:]).bool().to(device)  # (1, 1, S, S)
         completions = torch.where(patches, decode(vqgan, x, bf16), image)  # outside the masked patches: the image
         shown = torch.cat([image, torch.where(patches, 0.0, image), completions])
@@ -227,16 +245,22 @@ def main(args):
               f"{args.n_samples} completions")
         return
 
-    frames, images = [], []
-    for i in range(0, args.n_samples, args.batch_size):
-        n = min(args.batch_size, args.n_samples - i)
-        on_step = (lambda x: frames.append(x.clone())) if args.gif and i == 0 else None
+    labels = image_classes(ckpt, label, args.n_samples, args.seed)  # (n,) or None
+    groups = [torch.arange(args.n_samples)] if labels is None else [(labels == c).nonzero()[:, 0]
+                                                                    for c in labels.unique()]
+    batches = [idx[i:i + args.batch_size] for idx in groups for i in range(0, len(idx), args.batch_size)]  # one class
+    f = vqgan.cfg.downsample
+    frames, images = [], torch.zeros(args.n_samples, H * f, W * f, 3, dtype=torch.uint8)
+    for b, idx in enumerate(batches):
+        on_step = (lambda x: frames.append(x.clone())) if args.gif and b == 0 else None
+        c = None if labels is None else int(labels[idx[0]])
         start = time.time()
-        x = run(torch.full((n, H, W), K, device=device), args.seed + i, on_step)
-        images.append(to_uint8(decode(vqgan, x, bf16)))
-        print(f"batch of {n}: {time.time() - start:.2f} s to sample {H}x{W} codes with the {args.sampler} sampler "
-              f"in {calls[0]} network calls ({(time.time() - start) / n:.3f} s per image)")
-    images = torch.cat(images)
+        x = run(torch.full((len(idx), H, W), K, device=device), args.seed + b, on_step, label=c)
+        images[idx] = to_uint8(decode(vqgan, x, bf16))
+        of_class = "" if c is None else f" of class {ckpt['classes'][c]}"
+        took = time.time() - start
+        print(f"batch of {len(idx)}{of_class}: {took:.2f} s to sample {H}x{W} codes with the {args.sampler} sampler "
+              f"in {calls[0]} network calls ({took / len(idx):.3f} s per image)")
     save_grid(images, out, nrow=int(np.ceil(np.sqrt(len(images)))))
     print(f"wrote {out}")
     if args.images:

@@ -29,21 +29,27 @@ from tqdm import tqdm
 from common import (CHECKPOINT_VERSION, ImageFolder, StepBatches, append_log, bf16_is_fast, catch_stop_signals,
                     learning_rate, load_checkpoint, mean_over_ranks, positive_int, pretrained, require_finite, restore,
                     rng_states, save_checkpoint, save_grid, scan_folder, setup_distributed, split_paths, start_log,
-                    stop_if_signalled)
+                    stop_if_signalled, IMAGE_EXTENSIONS)
 
 # -----------------------------------------------------------------------------
-# Presets. 'shapes' is small enough to train on a laptop CPU in minutes; the other three hold the
-# paper's hyperparameters (Appendix A and the official code): 256x256 images, f=16, 16x16 codes.
+# Presets, named by the image size they are for. '32px' (and '64px') train on a laptop CPU in minutes; '256px'
+# holds the paper's hyperparameters (Appendix A and the official code): f=16, 16x16 codes. The dataset names are
+# aliases: shapes is 32px, ffhq, churches and bedrooms are 256px with the paper's number of steps for each.
 
 PAPER = dict(img_size=256, nf=128, ch_mult=(1, 1, 2, 2, 4), res_blocks=2, attn_resolutions=(16,), emb_dim=256,
              codebook_size=1024, beta=0.25, local_encoder=False, restart_after=0, ndf=64, disc_layers=3,
              disc_start=30001, lambda_max=1.0, perceptual_weight=1.0, lr=4.5e-6 * 4, lr_decay="constant",
              codebook_lr_mult=1.0, batch_size=4, max_steps=1_400_000)
+SMALL = dict(img_size=32, nf=32, ch_mult=(1, 2, 2), res_blocks=1, attn_resolutions=(8,), emb_dim=32,
+             codebook_size=128, beta=0.25, local_encoder=True, restart_after=50, ndf=32, disc_layers=2,
+             disc_start=1000, lambda_max=1.0, perceptual_weight=0.0, lr=1e-3, lr_decay="cosine",
+             codebook_lr_mult=10.0, batch_size=32, max_steps=1200)
 PRESETS = {
-    "shapes": dict(img_size=32, nf=32, ch_mult=(1, 2, 2), res_blocks=1, attn_resolutions=(8,), emb_dim=32,
-                   codebook_size=128, beta=0.25, local_encoder=True, restart_after=50, ndf=32, disc_layers=2,
-                   disc_start=1000, lambda_max=1.0, perceptual_weight=0.0, lr=1e-3, lr_decay="cosine",
-                   codebook_lr_mult=10.0, batch_size=32, max_steps=1200),
+    "32px": SMALL,  # f = 4: 8x8 codes
+    "64px": dict(SMALL, img_size=64, nf=48, ch_mult=(1, 2, 2, 2), codebook_size=256, disc_layers=3,
+                 max_steps=2000),  # f = 8: 8x8 codes
+    "256px": PAPER,
+    "shapes": SMALL,
     "ffhq": PAPER,
     "churches": dict(PAPER, max_steps=2_200_000),
     "bedrooms": dict(PAPER, max_steps=2_200_000),
@@ -53,6 +59,29 @@ DATA_SOURCES = {
     "churches": "LSUN church_outdoor from https://github.com/fyu/lsun, exported to image files",
     "bedrooms": "LSUN bedroom from https://github.com/fyu/lsun, exported to image files",
 }
+
+
+def preset_for_folder(folder, img_size=None, n_look=200):
+    """(preset name, why) for an image folder: the largest scale preset whose image size is at most the images'
+    (the median shorter side of up to n_look files, or --img-size), 32px at least, so that small images get a
+    small model at their own size instead of being up-scaled to the paper's 256 px."""
+    if img_size is None:
+        paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)[:n_look]
+        sides = []
+        for p in paths:
+            try:
+                with Image.open(p) as img:
+                    sides.append(min(img.size))
+            except Exception:  # unreadable files are counted and skipped later, by scan_folder
+                continue
+        if not sides:
+            return "32px", "no readable image to look at"
+        img_size, why = int(np.median(sides)), f"the median shorter side of {len(sides)} of its images"
+    else:
+        why = "--img-size"
+    name = max((n for n in ("32px", "64px", "256px") if PRESETS[n]["img_size"] <= img_size),
+               key=lambda n: PRESETS[n]["img_size"], default="32px")
+    return name, f"{img_size} px ({why})"
 
 # -----------------------------------------------------------------------------
 # Data: the built-in 'shapes' images, or any folder of images. Everything is uint8 (H, W, 3) until
@@ -613,8 +642,8 @@ def get_args(argv=None):
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", default="shapes", help="'shapes' (built in), an image folder, or ffhq, churches, bedrooms")
     p.add_argument("--data-dir", default=None, help="where a preset's images are (default data/NAME)")
-    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="hyperparameters (default: the --data preset; ffhq's for a folder)")
+    p.add_argument("--preset", choices=list(PRESETS), default=None,
+                   help="hyperparameters (default: the --data name's; for a folder, the scale of its images)")
     p.add_argument("--out-dir", default="out", help="where the checkpoint, images and codes go")
     p.add_argument("--n-shapes", type=positive_int, default=10000, help="training images of the shapes data")
     p.add_argument("--img-size", type=positive_int, default=None, help="image side in pixels")
@@ -645,7 +674,8 @@ def get_args(argv=None):
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.add_argument("--bf16", default="auto", choices=["auto", "on", "off"],
                    help="bfloat16 autocast (auto: on for CUDA and for CPUs with bf16 instructions)")
-    p.add_argument("--num-workers", type=int, default=None, help="data loaders (default 0 for shapes, else 4)")
+    p.add_argument("--num-workers", type=int, default=None,
+                   help="data loaders (default 0 for shapes, else 4, or the CPU count if lower)")
     p.add_argument("--log-every", type=positive_int, default=20, help="steps between log lines")
     p.add_argument("--sample-every", type=positive_int, default=200, help="steps between reconstruction grids")
     p.add_argument("--ckpt-every", type=positive_int, default=200, help="steps between checkpoints")
@@ -653,7 +683,13 @@ def get_args(argv=None):
                    help="continue OUT/vqgan.pt (same settings; --max-steps may grow, stretching a cosine --lr-decay)")
     p.add_argument("--encode-only", action="store_true", help="load OUT/vqgan.pt and only write codes.npy")
     args = p.parse_args(argv)
-    preset = PRESETS[args.preset or (args.data if args.data in PRESETS else "ffhq")]
+    if args.preset is None and args.data in PRESETS:
+        args.preset = args.data
+    elif args.preset is None and Path(args.data).is_dir() and not args.resume and not args.encode_only:
+        args.preset, why = preset_for_folder(args.data, args.img_size)
+        print(f"{args.data}: images of {why} -> preset {args.preset} (pass --preset to choose another; any setting "
+              f"can be overridden by its flag)")
+    preset = PRESETS[args.preset or "32px"]  # a missing folder is reported by load_data
     for k, v in preset.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
@@ -662,7 +698,7 @@ def get_args(argv=None):
     if args.restart_after < 0:
         p.error(f"--restart-after must be >= 0 (0: never restart), got {args.restart_after}")
     if args.num_workers is None:
-        args.num_workers = 0 if args.data == "shapes" else 4
+        args.num_workers = 0 if args.data == "shapes" else min(4, os.cpu_count() or 1)
     f = 2 ** (len(args.ch_mult) - 1)
     if args.img_size % f:
         p.error(f"--img-size {args.img_size} is not divisible by the down-sampling factor {f} of --ch-mult")

@@ -394,6 +394,17 @@ def test_labels_beside_the_codes_are_checked(tmp_path):
             A.load_labels(path, 40)
 
 
+def test_the_prior_preset_follows_the_codes(tmp_path, capsys):
+    np.save(tmp_path / "small.npy", np.zeros((4, 8, 8), np.int16))
+    np.save(tmp_path / "big.npy", np.zeros((4, 16, 16), np.int16))
+    assert A.get_args(["--codes", str(tmp_path / "small.npy")]).n_layer == 4
+    assert "8x8 codes -> prior preset small" in capsys.readouterr().out
+    assert A.get_args(["--codes", str(tmp_path / "big.npy")]).n_layer == 24
+    assert "16x16 codes -> prior preset paper" in capsys.readouterr().out
+    assert A.get_args(["--codes", str(tmp_path / "big.npy"), "--preset", "small", "--n-layer", "2"]).n_layer == 2
+    assert A.get_args(["--codes", str(tmp_path / "none.npy")]).preset == "small"  # load_codes reports it later
+
+
 def test_bad_flags_are_rejected(capsys):
     with pytest.raises(SystemExit):
         A.get_args(["--n-embd", "100", "--n-head", "3"])

@@ -257,3 +257,15 @@ def test_inception_weights_arrive_through_torch_hub_or_fail_in_one_line(tmp_path
     assert (tmp_path / "checkpoints" / I.FID_WEIGHTS_URL.split("/")[-1]).is_file()
     with torch.no_grad():
         assert embed(torch.zeros(1, 3, 32, 32)).shape == (1, 2048)
+
+
+def test_at_most_n_images_of_a_folder_are_a_random_choice_not_the_first_subfolder(tmp_path):
+    from PIL import Image
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        for i in range(10):
+            Image.new("RGB", (32, 32)).save(tmp_path / sub / f"{i}.png")
+    chosen = evaluate.load_images(str(tmp_path), 10, 32).paths
+    assert len(chosen) == 10 and {p.parent.name for p in chosen} == {"a", "b"}
+    assert chosen == evaluate.load_images(str(tmp_path), 10, 32).paths  # the same choice every time
+    assert len(evaluate.load_images(str(tmp_path), 50, 32)) == 20

@@ -160,6 +160,14 @@ def test_class_names_and_indices_and_unknown_classes():
         S.class_index(dict(classes=[]), "0")
 
 
+def test_without_a_class_each_image_draws_one_from_the_training_frequencies():
+    ckpt = dict(classes=["a", "b", "c"], class_counts=torch.tensor([600, 300, 100]))
+    labels = S.image_classes(ckpt, None, 20000, seed=0)
+    assert chisquare(torch.bincount(labels, minlength=3).numpy(), [12000, 6000, 2000]).pvalue > 1e-3
+    assert (S.image_classes(ckpt, 2, 5, seed=0) == 2).all()
+    assert S.image_classes(dict(classes=[]), None, 5, seed=0) is None
+
+
 @pytest.mark.parametrize("sampler", ["random", "confidence", "cosine", "remask"])
 def test_every_sampler_from_the_command_line_within_its_calls(tiny_run, tmp_path, capsys, sampler):
     S.main(S.get_args(["--ckpt", str(tiny_run / "absorbing.pt"), "--n-samples", "3", "--sample-steps", "6",
@@ -200,6 +208,12 @@ def test_inpainting_keeps_known_codes_and_pixels_outside_the_region(tiny_run, tm
 
 def test_bad_inputs_are_one_line_errors(tiny_run, tmp_path):
     prior = str(tiny_run / "absorbing.pt")
+    uncond = C.load_checkpoint(prior, "absorbing")
+    uncond["classes"] = []
+    C.save_checkpoint(uncond, tmp_path / "uncond.pt")
+    with pytest.raises(SystemExit, match="--guidance 2.0 needs a class-conditional prior"):
+        S.main(S.get_args(["--ckpt", str(tmp_path / "uncond.pt"), "--vqgan", str(tiny_run / "vqgan.pt"),
+                           "--guidance", "2"]))
     with pytest.raises(SystemExit, match="is a vqgan checkpoint.*absorbing checkpoint is needed"):
         S.main(S.get_args(["--ckpt", str(tiny_run / "vqgan.pt")]))
     with pytest.raises(SystemExit, match="smaller than the prior's 8x8 window"):

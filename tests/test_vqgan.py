@@ -216,6 +216,29 @@ def test_subfolders_are_classes_only_when_every_image_has_one(tmp_path):
     assert V.load_data("shapes", None, 32, n_shapes=20)[3] == ["circle", "square", "triangle"]
 
 
+@pytest.mark.parametrize("side,preset", [(20, "32px"), (48, "32px"), (64, "64px"), (200, "64px"), (300, "256px")])
+def test_a_folder_gets_the_preset_of_its_image_size(tmp_path, capsys, side, preset):
+    for i in range(5):
+        Image.new("RGB", (side + i, side), (i, 0, 0)).save(tmp_path / f"{i}.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    args = V.get_args(["--data", str(tmp_path)])
+    assert args.preset == preset and args.img_size == V.PRESETS[preset]["img_size"]
+    said = capsys.readouterr().out
+    assert f"images of {side} px (the median shorter side of 5 of its images) -> preset {preset}" in said
+    assert V.get_args(["--data", str(tmp_path), "--img-size", "256"]).preset == "256px"  # --img-size decides
+    args = V.get_args(["--data", str(tmp_path), "--preset", "32px", "--codebook-size", "64"])  # overrides win
+    assert (args.preset, args.img_size, args.codebook_size) == ("32px", 32, 64)
+
+
+def test_dataset_names_keep_their_presets():
+    assert V.get_args([]).preset == "shapes" and V.get_args([]).img_size == 32
+    ffhq, churches = V.get_args(["--data", "ffhq"]), V.get_args(["--data", "churches"])
+    assert ffhq.img_size == 256 and ffhq.max_steps == 1_400_000 and churches.max_steps == 2_200_000
+    for name in ("32px", "64px", "256px"):  # every scale preset has codes of at least 8x8
+        cfg = V.PRESETS[name]
+        assert cfg["img_size"] // 2 ** (len(cfg["ch_mult"]) - 1) >= 8
+
+
 def test_empty_folder_and_missing_preset_folder_are_one_line_errors(tmp_path, monkeypatch):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit, match="no readable image"):
