@@ -108,6 +108,7 @@ class PriorConfig:
     n_embd: int = 128
     dropout: float = 0.0
     n_classes: int = 0            # > 0: class-conditional; class id n_classes is "no class" (classifier-free guidance)
+    model: str = "absorbing"      # or "autoregressive": the same blocks with a causal mask, codes in raster order
 
 
 PRIOR_PRESETS = {
@@ -131,7 +132,7 @@ def preset_for_codes(path):
 class Block(nn.Module):
     def __init__(self, cfg):
         super().__init__()
-        self.n_head, self.dropout = cfg.n_head, cfg.dropout
+        self.n_head, self.dropout, self.causal = cfg.n_head, cfg.dropout, cfg.model == "autoregressive"
         self.ln1, self.ln2 = nn.LayerNorm(cfg.n_embd), nn.LayerNorm(cfg.n_embd)
         self.qkv, self.proj = nn.Linear(cfg.n_embd, 3 * cfg.n_embd), nn.Linear(cfg.n_embd, cfg.n_embd)
         C = cfg.n_embd
@@ -142,8 +143,9 @@ class Block(nn.Module):
         B, N, C = x.shape
         qkv = self.qkv(self.ln1(x)).view(B, N, 3, self.n_head, C // self.n_head)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, n_head, N, head size)
-        # no mask: every code attends to every code
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        # absorbing: no mask, every code attends to every code; autoregressive: each only to itself and earlier ones
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
+                                           is_causal=self.causal)
         x = x + self.drop(self.proj(y.transpose(1, 2).reshape(B, N, C)))
         return x + self.drop(self.mlp(self.ln2(x)))
 
@@ -176,6 +178,8 @@ class Transformer(nn.Module):
         class of each row of a class-conditional model, n_classes (or None) for none; its embedding joins every
         code's."""
         B, N = x_t.shape
+        if self.cfg.model == "autoregressive":  # input i is code i - 1 (the mask id K first): output i, p(x_i | x_<i)
+            x_t = torch.cat([torch.full_like(x_t[:, :1], self.cfg.codebook_size), x_t[:, :-1]], 1)
         h = self.tok_emb(x_t) + self.pos_emb[:, :N]  # (B, N, C)
         if self.cls_emb is not None:
             y = torch.full((B,), self.cfg.n_classes, device=x_t.device) if y is None else y
@@ -236,17 +240,55 @@ def training_losses(model, x_0, T, mask_id, loss_type, generator=None, rank=0, w
 
 
 @torch.no_grad()
-def elbo_bits(model, codes, T, mask_id, n_draws=1, seed=0, batch_size=256):
+def elbo_bits(model, codes, T, mask_id, n_draws=1, seed=0, batch_size=256, labels=None):
     """Per-image ELBO in bits per token, (len(codes), n_draws): each draw is one t ~ U{1..T} and one mask, the
-    same for the same seed, so that numbers are comparable across runs. Its mean is an upper bound on -log2 p(x)/N."""
+    same for the same seed, so that numbers are comparable across runs. Its mean is an upper bound on -log2 p(x)/N
+    (on -log2 p(x | y)/N given the class `labels` (len(codes),) of a class-conditional prior)."""
     device = next(model.parameters()).device
     g = torch.Generator(device).manual_seed(seed)
     out = torch.zeros(len(codes), n_draws)
     for d in range(n_draws):
         for i in range(0, len(codes), batch_size):
             x_0 = codes[i:i + batch_size].flatten(1).to(device)
-            out[i:i + batch_size, d] = training_losses(model, x_0, T, mask_id, "elbo", g)[1].cpu()
+            y = None if labels is None else labels[i:i + batch_size].to(device)
+            out[i:i + batch_size, d] = training_losses(model, x_0, T, mask_id, "elbo", g, y=y)[1].cpu()
     return out
+
+
+# The autoregressive baseline of Tab. 4: the same Transformer with a causal mask, codes in raster order. Its
+# likelihood is exact, by the chain rule: -log p(x) = -sum_i log p(x_i | x_<i).
+def autoregressive_losses(model, x_0, rank=0, world_size=1, y=None):
+    """(loss, nll): the training loss (a scalar) and each example's exact negative log-likelihood in bits per token
+    (B,), from one forward pass (output i sees codes 0..i-1 only). Under torchrun each rank scores its rows."""
+    rows = slice(rank * len(x_0) // world_size, (rank + 1) * len(x_0) // world_size)
+    x_0 = x_0[rows]
+    logits = model(x_0) if y is None else model(x_0, y=y[rows])  # (B, N, K)
+    nll = F.cross_entropy(logits.float().transpose(1, 2), x_0, reduction="none").sum(1)  # (B,) nats
+    nll = nll / (x_0.shape[1] * math.log(2))  # bits per token
+    return nll.mean(), nll
+
+
+@torch.no_grad()
+def nll_bits(model, codes, batch_size=256):
+    """Each image's exact negative log-likelihood under an autoregressive prior, in bits per token (len(codes),)."""
+    device = next(model.parameters()).device
+    return torch.cat([autoregressive_losses(model, codes[i:i + batch_size].flatten(1).to(device))[1].cpu()
+                      for i in range(0, len(codes), batch_size)])
+
+
+@torch.no_grad()
+def sample_autoregressive(model, x, temperature=1.0, seed=0, on_step=None):
+    """Codes one at a time in raster order, each drawn from p(x_i | x_<i) with logits divided by `temperature`:
+    N network calls for N codes. x (B, N): its values are overwritten (only their shape and device are used)."""
+    B, N = x.shape
+    x = x.clone()
+    g = torch.Generator(x.device).manual_seed(seed)
+    for i in range(N):
+        at = torch.arange(B, device=x.device) * N + i  # (B,) flat index of code i of each row
+        x[:, i] = draw((model(x, at).float() / temperature).softmax(-1), g)
+        if on_step is not None:
+            on_step(x)
+    return x
 
 
 # The share of the masked codes that each sampling step reveals, from the first step (k = S) to the last (k = 1).
@@ -362,7 +404,7 @@ def main(args):
     h, w = codes.shape[1:]
     cfg = PriorConfig(**ckpt["config"]) if ckpt else PriorConfig(
         codebook_size=K, latent_h=h, latent_w=w, n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd,
-        dropout=args.dropout, n_classes=len(classes) if conditional else 0)
+        dropout=args.dropout, n_classes=len(classes) if conditional else 0, model=args.model)
     if (cfg.codebook_size, cfg.latent_h, cfg.latent_w) != (K, h, w):
         raise SystemExit(f"error: {args.codes} has {h}x{w} codes from {K}, but the checkpoint's model was trained "
                          f"on {cfg.latent_h}x{cfg.latent_w} codes from {cfg.codebook_size}")
@@ -381,7 +423,8 @@ def main(args):
         start_log(out / "absorbing_log.jsonl", step)
     if is_main:
         n_params = sum(p.numel() for p in model.parameters())
-        print(f"prior {n_params / 1e6:.2f}M parameters, {h}x{w} codes from {K}, T = {T}, loss {args.loss}, "
+        print(f"prior ({cfg.model}) {n_params / 1e6:.2f}M parameters, {h}x{w} codes from {K}, "
+              + ("exact likelihood, " if cfg.model == "autoregressive" else f"T = {T}, loss {args.loss}, ")
               + (f"{len(classes)} classes ({args.class_dropout:.0%} of examples without); " if conditional else
                  "unconditional; ") +
               f"{len(train_codes)} training / {len(val_codes)} validation grids; uniform baseline {math.log2(K):.2f} "
@@ -401,8 +444,12 @@ def main(args):
         if is_main:
             save_checkpoint(state, ckpt_path)
 
+    autoregressive = cfg.model == "autoregressive"
+    bound = "nll" if autoregressive else "elbo"  # the exact NLL, or the ELBO's bound on it
+
     def validate():
-        val = elbo_bits(ema, val_codes, T, K, n_draws=args.val_draws, seed=1234)
+        val = nll_bits(ema, val_codes)[:, None] if autoregressive else elbo_bits(ema, val_codes, T, K,
+                                                                                 n_draws=args.val_draws, seed=1234)
         return val.mean().item(), (val.mean(1).std() / math.sqrt(len(val))).item()
 
     caught = catch_stop_signals()
@@ -419,7 +466,10 @@ def main(args):
             for group in opt.param_groups:
                 group["lr"] = learning_rate(step, args.lr, args.warmup_steps, args.max_steps, args.lr_decay)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
-                loss, elbo = training_losses(train_model, x_0, T, K, args.loss, g, rank, world_size, y)
+                if autoregressive:
+                    loss, elbo = autoregressive_losses(train_model, x_0, rank, world_size, y)
+                else:
+                    loss, elbo = training_losses(train_model, x_0, T, K, args.loss, g, rank, world_size, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
@@ -431,16 +481,20 @@ def main(args):
             step += 1
             bar.update(1)
             if step % args.log_every == 0 or step == args.max_steps:
-                metrics = mean_over_ranks(dict(loss=loss.item(), elbo=elbo.mean().item(), grad_norm=grad_norm.item()))
-                bar.set_postfix(loss=f"{metrics['loss']:.3f}", elbo=f"{metrics['elbo']:.3f}")
+                metrics = mean_over_ranks({"loss": loss.item(), bound: elbo.mean().item(),
+                                           "grad_norm": grad_norm.item()})
+                bar.set_postfix(loss=f"{metrics['loss']:.3f}", **{bound: f"{metrics[bound]:.3f}"})
                 if is_main:
                     append_log(out / "absorbing_log.jsonl", dict(step=step, lr=opt.param_groups[0]["lr"], **metrics))
             if is_main and (step % args.eval_every == 0 or step == args.max_steps):
                 val, err = validate()
-                tqdm.write(f"step {step}: validation ELBO {val:.4f} +- {err:.4f} bits per token (EMA weights)")
-                append_log(out / "absorbing_log.jsonl", dict(step=step, val_elbo=val, val_elbo_err=err))
+                tqdm.write(f"step {step}: validation {'exact NLL' if autoregressive else 'ELBO'} {val:.4f} +- "
+                           f"{err:.4f} bits per token (EMA weights)")
+                append_log(out / "absorbing_log.jsonl", {"step": step, f"val_{bound}": val, f"val_{bound}_err": err})
             if vqgan is not None and (step % args.sample_every == 0 or step == args.max_steps):
-                x = sample(ema, torch.full((16, h * w), K, device=device), K, steps=args.sample_steps, seed=step)
+                x = torch.full((16, h * w), K, device=device)
+                x = sample_autoregressive(ema, x, seed=step) if autoregressive else sample(
+                    ema, x, K, steps=args.sample_steps, seed=step)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
                     save_grid(to_uint8(vqgan.decode(x.view(-1, h, w))), out / f"samples_{step:06d}.png", nrow=8)
             if step % args.ckpt_every == 0 or step == args.max_steps:
@@ -462,6 +516,9 @@ def get_args(argv=None):
     p.add_argument("--n-head", type=positive_int, default=None, help="attention heads (default: the preset's)")
     p.add_argument("--n-embd", type=positive_int, default=None, help="width (default: the preset's)")
     p.add_argument("--dropout", type=float, default=0.0, help="dropout rate")
+    p.add_argument("--model", choices=["absorbing", "autoregressive"], default="absorbing",
+                   help="absorbing diffusion, or Tab. 4's baseline: the same Transformer, causal, in raster order "
+                        "(trained on its exact likelihood; --loss and --diffusion-steps do not apply)")
     p.add_argument("--loss", choices=["reweighted_elbo", "elbo", "mlm"], default="reweighted_elbo",
                    help="training loss: Eq. 7, Eq. 6, or masked-LM cross-entropy")
     p.add_argument("--class-dropout", type=float, default=None,

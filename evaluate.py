@@ -30,8 +30,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from absorbing import (PRIOR_PRESETS, PriorConfig, Transformer, elbo_bits, load_codes, load_vqgan,
-                       prior_from_checkpoint, sample, split_codes, training_losses)
+from absorbing import (PRIOR_PRESETS, PriorConfig, Transformer, elbo_bits, load_codes, load_labels, load_vqgan,
+                       nll_bits, prior_from_checkpoint, sample, split_codes, training_losses)
 from common import ImageFolder, bf16_is_fast, load_checkpoint, positive_int, pretrained, scan_folder
 from vqgan import (BACKGROUNDS, COLOURS, SHAPE_KINDS, code_redundancy, codebook_usage, load_lpips, make_shapes, psnr,
                    to_float, to_uint8)
@@ -256,18 +256,34 @@ def likelihood(ckpt_path, codes_path, draws, device, seed=0, bf16=False):
         raise SystemExit(f"error: {codes_path} holds {tuple(codes.shape[1:])} grids, the prior models "
                          f"{model.cfg.latent_h}x{model.cfg.latent_w}")
     held_out = split_codes(codes.flatten(1))[1]
-    with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
-        bits = elbo_bits(model, held_out, ckpt["diffusion_steps"], K, n_draws=draws, seed=seed)  # (n, draws)
-    per_image = bits.mean(1)
-    mc_error = math.sqrt((bits.var(1) / draws).mean().item() / len(bits)) if draws > 1 else float("nan")
-    out = dict(elbo_bits_per_token=per_image.mean().item(), elbo_mc_error=mc_error, n_images=len(bits),
-               draws=draws, uniform_bits_per_token=math.log2(K))
+    N = held_out.shape[1]
+    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16)
+    if model.cfg.model == "autoregressive":  # the chain rule: exact, no draws
+        with autocast:
+            per_image = nll_bits(model, held_out)
+        out = dict(nll_bits_per_token=per_image.mean().item(), likelihood="exact NLL (autoregressive, chain rule)",
+                   n_images=len(per_image), uniform_bits_per_token=math.log2(K))
+    else:
+        with autocast:
+            bits = elbo_bits(model, held_out, ckpt["diffusion_steps"], K, n_draws=draws, seed=seed)  # (n, draws)
+        per_image = bits.mean(1)
+        mc_error = math.sqrt((bits.var(1) / draws).mean().item() / len(bits)) if draws > 1 else float("nan")
+        out = dict(elbo_bits_per_token=per_image.mean().item(), elbo_mc_error=mc_error,
+                   likelihood="ELBO (an upper bound on the NLL)", n_images=len(bits), draws=draws,
+                   uniform_bits_per_token=math.log2(K))
+        if model.cfg.n_classes:  # -log p(x) <= -log p(y) - log p(x | y), for the classes sample.py draws from p(y)
+            labels = split_codes(load_labels(codes_path, len(codes))[0])[1]
+            with autocast:
+                cond = elbo_bits(model, held_out, ckpt["diffusion_steps"], K, n_draws=draws, seed=seed, labels=labels)
+            class_bits = -torch.log2(ckpt["class_counts"].double() / ckpt["class_counts"].sum())[labels]  # (n,)
+            out["elbo_with_class_bits_per_token"] = (cond.mean(1) + class_bits / N).mean().item()
     vqgan_ckpt = Path(ckpt_path).parent / ckpt["vqgan"] if ckpt["vqgan"] else None
     if vqgan_ckpt and vqgan_ckpt.is_file():
         # the codes' bits spread over the image's 3 * size * size values: NOT a bound on the image's likelihood, whose
         # bits per dim (the paper's) add the decoder's -log p(x | z); a VQGAN decoder (L1, LPIPS, GAN) defines none
         size = load_checkpoint(vqgan_ckpt, "vqgan")["config"]["img_size"]
-        out["code_bits_per_dim"] = out["elbo_bits_per_token"] * held_out.shape[1] / (3 * size * size)
+        main = out["nll_bits_per_token" if "nll_bits_per_token" in out else "elbo_bits_per_token"]
+        out["code_bits_per_dim"] = main * N / (3 * size * size)
     return out, per_image.numpy()
 
 # -----------------------------------------------------------------------------
@@ -438,6 +454,9 @@ def main(args):
     if args.speed:
         if args.ckpt:
             model = prior_from_checkpoint(load_checkpoint(args.ckpt, "absorbing"))
+            if model.cfg.model != "absorbing":
+                raise SystemExit("error: --speed times the absorbing sampler; sample.py prints the time of an "
+                                 "autoregressive prior's samples")
             results["model"] = f"{args.ckpt} (EMA weights)"
         else:  # the time a forward pass takes does not depend on the weights
             size = PRIOR_PRESETS[args.preset]

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-from absorbing import denoise, draw, load_vqgan, prior_from_checkpoint, sample
+from absorbing import denoise, draw, load_vqgan, prior_from_checkpoint, sample, sample_autoregressive
 from common import bf16_is_fast, load_checkpoint, load_image, positive_int, save_grid, to_device
 from vqgan import to_float, to_uint8
 
@@ -210,6 +210,10 @@ def main(args):
     if H < h or W < w:
         raise SystemExit(f"error: --latent-size {H} {W} is smaller than the prior's {h}x{w} window")
     predict = mixture_denoiser(h, w, args.window_stride) if (H, W) != (h, w) else denoise
+    autoregressive = model.cfg.model == "autoregressive"
+    if autoregressive and (args.inpaint or (H, W) != (h, w) or args.sampler != "random" or args.sample_steps):
+        raise SystemExit("error: an autoregressive prior samples new images of its training size in raster order, one "
+                         "code per network call: drop --inpaint, --latent-size, --sampler and --sample-steps")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
 
@@ -224,6 +228,8 @@ def main(args):
             return cls_net(*a, **k)
 
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            if autoregressive:
+                return sample_autoregressive(counted, x.view(len(x), -1), args.temperature, seed).view(x.shape)
             if args.sampler == "confidence":
                 return confidence_sample(counted, x, K, steps, args.temperature, seed, predict, on_step=on_step)
             if args.sampler == "remask":
@@ -259,7 +265,8 @@ def main(args):
         images[idx] = to_uint8(decode(vqgan, x, bf16))
         of_class = "" if c is None else f" of class {ckpt['classes'][c]}"
         took = time.time() - start
-        print(f"batch of {len(idx)}{of_class}: {took:.2f} s to sample {H}x{W} codes with the {args.sampler} sampler "
+        how = "autoregressive prior (raster order)" if autoregressive else f"{args.sampler} sampler"
+        print(f"batch of {len(idx)}{of_class}: {took:.2f} s to sample {H}x{W} codes with the {how} "
               f"in {calls[0]} network calls ({took / len(idx):.3f} s per image)")
     save_grid(images, out, nrow=int(np.ceil(np.sqrt(len(images)))))
     print(f"wrote {out}")

@@ -311,6 +311,57 @@ def test_revealed_codes_never_change():
         assert ((before == after) | (before == MASK)).all()
     assert len(seen) <= 6
 
+# ----------------------------------------------------------------------------- the autoregressive baseline
+
+
+def tiny_autoregressive(seed=0):
+    torch.manual_seed(seed)
+    model = A.Transformer(A.PriorConfig(codebook_size=K, latent_h=1, latent_w=N, n_layer=2, n_head=2, n_embd=16,
+                                        model="autoregressive")).eval()
+    for p in model.parameters():  # weights large enough that the conditionals differ from uniform
+        torch.nn.init.normal_(p, std=0.5)
+    return model
+
+
+def test_autoregressive_mask_is_causal():
+    model = tiny_autoregressive()
+    x = torch.tensor([[0, 1, 2]])
+    with torch.no_grad():
+        base = model(x)
+        for j in range(N):
+            changed = x.clone()
+            changed[0, j] = (changed[0, j] + 1) % K
+            out = model(changed)
+            assert torch.equal(out[0, :j + 1], base[0, :j + 1])  # output i sees codes < i only
+            if j + 1 < N:
+                assert not torch.allclose(out[0, j + 1], base[0, j + 1])  # ... and does see code j
+
+
+def test_exact_nll_is_the_chain_rule_and_normalised():
+    model = tiny_autoregressive(1)
+    xs = torch.tensor(DATA)  # every sequence
+    nll = A.nll_bits(model, xs)  # (27,) bits per token
+    p = 2.0 ** (-N * nll.double())
+    assert math.isclose(p.sum().item(), 1.0, rel_tol=1e-5)  # a distribution over all K^N sequences
+    g = torch.Generator().manual_seed(0)
+    for x, bits in zip(xs, nll):  # one call per code, later codes replaced by noise: p(x) = prod_i p(x_i | x_<i)
+        logp = 0.0
+        with torch.no_grad():
+            for i in range(N):
+                junk = torch.cat([x[:i], torch.randint(0, K + 1, (N - i,), generator=g)])
+                logp += model(junk[None])[0, i].log_softmax(-1)[x[i]].item()
+        assert math.isclose(bits.item(), -logp / (N * math.log(2)), rel_tol=1e-5)
+
+
+def test_autoregressive_sampler_draws_the_models_distribution():
+    model = tiny_autoregressive(2)
+    p = 2.0 ** (-N * A.nll_bits(model, torch.tensor(DATA)).double())
+    spy = Spy(model)
+    x = A.sample_autoregressive(spy, torch.full((40000, N), MASK), seed=3)
+    counts = np.array([(state_id(x) == state_id(torch.tensor([s]))).sum().item() for s in DATA])
+    assert spy.calls == N and chisquare(counts, (p / p.sum()).numpy() * counts.sum()).pvalue > 1e-3
+
+
 # ----------------------------------------------------------------------------- the network
 
 

@@ -176,6 +176,23 @@ def test_every_sampler_from_the_command_line_within_its_calls(tiny_run, tmp_path
     assert 1 <= calls <= 6 and Image.open(tmp_path / "s.png").size == (1 + 33 * 2, 1 + 33 * 2)
 
 
+def test_autoregressive_prior_from_training_to_samples_and_its_exact_likelihood(tiny_run, tmp_path, capsys):
+    import evaluate
+    A.main(A.get_args(["--codes", str(tiny_run / "codes.npy"), "--out-dir", str(tmp_path), "--model", "autoregressive",
+                       "--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--batch-size", "8", "--max-steps", "3",
+                       "--sample-every", "0", "--bf16", "off"]))
+    ckpt = C.load_checkpoint(tmp_path / "absorbing.pt", "absorbing")
+    assert ckpt["config"]["model"] == "autoregressive"
+    out, _ = evaluate.likelihood(tmp_path / "absorbing.pt", tiny_run / "codes.npy", 2, "cpu")
+    assert out["likelihood"].startswith("exact NLL") and out["nll_bits_per_token"] > 0
+    assert "elbo_bits_per_token" not in out
+    capsys.readouterr()
+    S.main(S.get_args(["--ckpt", str(tmp_path / "absorbing.pt"), "--n-samples", "2", "--out", str(tmp_path / "a.png")]))
+    assert "autoregressive prior (raster order) in 64 network calls" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="autoregressive prior samples new images .* in raster order"):
+        S.main(S.get_args(["--ckpt", str(tmp_path / "absorbing.pt"), "--sample-steps", "8"]))
+
+
 def make_inpainting_inputs(tmp_path, size=(32, 32), mask_box=(8, 8, 20, 16)):
     image = V.draw_shapes(5, 32, seed=0)[0]
     Image.fromarray(image).save(tmp_path / "img.png")
