@@ -131,6 +131,21 @@ def scan_folder(folder, min_size=0):
     return good
 
 
+def median_side(folder, n_look=200):
+    """(the median shorter side of up to n_look image files under `folder`, from their headers; why): how large
+    a folder's images are, before anything is decoded. Unreadable files are left to scan_folder."""
+    sides = []
+    for p in sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)[:n_look]:
+        try:
+            with Image.open(p) as img:
+                sides.append(min(img.size))
+        except Exception:
+            continue
+    if not sides:
+        return None, "no readable image to look at"
+    return int(np.median(sides)), f"the median shorter side of {len(sides)} of its images"
+
+
 class ImageFolder(torch.utils.data.Dataset):
     """Image files decoded on demand (in DataLoader workers) to (img_size, img_size, 3) uint8 tensors."""
 

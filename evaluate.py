@@ -415,12 +415,13 @@ def speed(model, batch_sizes, steps_list, device, bf16, compile_model, train_ste
 
 
 def print_table(results):
+    width = max(map(len, results))
     for key, value in results.items():
         if key == "speed":
             for row in value:
                 print("  " + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
         else:
-            print(f"{key:>24}  {value:.4f}" if isinstance(value, float) else f"{key:>24}  {value}")
+            print(f"{key:>{width}}  {value:.4f}" if isinstance(value, float) else f"{key:>{width}}  {value}")
 
 
 def main(args):

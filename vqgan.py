@@ -29,7 +29,7 @@ from tqdm import tqdm
 from common import (CHECKPOINT_VERSION, ImageFolder, StepBatches, append_log, bf16_is_fast, catch_stop_signals,
                     learning_rate, load_checkpoint, mean_over_ranks, positive_int, pretrained, require_finite, restore,
                     rng_states, save_checkpoint, save_grid, scan_folder, setup_distributed, split_paths, start_log,
-                    stop_if_signalled, IMAGE_EXTENSIONS)
+                    stop_if_signalled, median_side)
 
 # -----------------------------------------------------------------------------
 # Presets, named by the image size they are for. '32px' (and '64px') train on a laptop CPU in minutes; '256px'
@@ -61,27 +61,14 @@ DATA_SOURCES = {
 }
 
 
-def preset_for_folder(folder, img_size=None, n_look=200):
+def preset_for_folder(folder, img_size=None):
     """(preset name, why) for an image folder: the largest scale preset whose image size is at most the images'
-    (the median shorter side of up to n_look files, or --img-size), 32px at least, so that small images get a
-    small model at their own size instead of being up-scaled to the paper's 256 px."""
-    if img_size is None:
-        paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)[:n_look]
-        sides = []
-        for p in paths:
-            try:
-                with Image.open(p) as img:
-                    sides.append(min(img.size))
-            except Exception:  # unreadable files are counted and skipped later, by scan_folder
-                continue
-        if not sides:
-            return "32px", "no readable image to look at"
-        img_size, why = int(np.median(sides)), f"the median shorter side of {len(sides)} of its images"
-    else:
-        why = "--img-size"
-    name = max((n for n in ("32px", "64px", "256px") if PRESETS[n]["img_size"] <= img_size),
+    (their median shorter side, or --img-size), 32px at least, so that small images get a small model at their
+    own size instead of being up-scaled to the paper's 256 px."""
+    side, why = (img_size, "--img-size") if img_size else median_side(folder)
+    name = max((n for n in ("32px", "64px", "256px") if PRESETS[n]["img_size"] <= (side or 0)),
                key=lambda n: PRESETS[n]["img_size"], default="32px")
-    return name, f"{img_size} px ({why})"
+    return name, f"{side} px ({why})" if side else why
 
 # -----------------------------------------------------------------------------
 # Data: the built-in 'shapes' images, or any folder of images. Everything is uint8 (H, W, 3) until
