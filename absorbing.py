@@ -6,6 +6,7 @@ Stage 2: train the absorbing-diffusion prior, a bidirectional Transformer that u
     python absorbing.py --codes data/ffhq_codes.npy --preset paper      # 24 layers, width 512 (~77M)
     torchrun --nproc_per_node 8 absorbing.py --codes ...      # many GPUs, same flags
     python absorbing.py --codes out/codes.npy --resume        # continue OUT/absorbing.pt exactly
+    python absorbing.py --codes out/codes.npy --model autoregressive --out-dir out/ar   # Tab. 4's baseline
 
 The forward process masks each code independently with probability t/T; the network sees only the
 masked grid x_t (no t) and predicts every masked code; the reverse process starts from all masks and

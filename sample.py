@@ -7,6 +7,8 @@ than the training ones (Eq. 8), inpainting (Sec. 4.5), and an animation of the u
     python sample.py --ckpt out/absorbing.pt --latent-size 16 24       # larger than training, mixture of windows
     python sample.py --ckpt out/absorbing.pt --inpaint img.png --mask mask.png    # white in the mask = redo
     python sample.py --ckpt out/absorbing.pt --n-samples 8 --gif out/unmask.gif
+    python sample.py --ckpt out/absorbing.pt --sampler confidence --sample-steps 16    # MaskGIT's order
+    python sample.py --ckpt out/absorbing.pt --class square --guidance 2                # classifier-free guidance
 
 The prior's EMA weights are used, with the VQGAN checkpoint the prior's checkpoint names (or --vqgan).
 """
@@ -233,7 +235,7 @@ def main(args):
             if args.sampler == "confidence":
                 return confidence_sample(counted, x, K, steps, args.temperature, seed, predict, on_step=on_step)
             if args.sampler == "remask":
-                fix = args.remask_steps if args.remask_steps is not None else steps // 2
+                fix = min(args.remask_steps if args.remask_steps is not None else steps // 2, steps - 1)
                 x_0 = sample(counted, x, K, steps=max(steps - fix, 1), temperature=args.temperature, seed=seed,
                              predict=predict, on_step=on_step, progress=True)
                 return remask(counted, x_0, x == K, fix, args.remask_fraction, K, args.temperature, seed, predict)

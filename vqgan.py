@@ -2,14 +2,15 @@
 Stage 1: train a VQGAN image tokenizer, then encode the dataset to a grid of integer codes.
 
     python vqgan.py                              # built-in 'shapes' data, a few minutes on a laptop CPU
-    python vqgan.py --data path/to/images        # any folder of images (the paper's model by default)
+    python vqgan.py --data path/to/images        # any folder of images: the preset of their size (32px, 64px, 256px)
     python vqgan.py --data ffhq                  # the paper's FFHQ preset, images in data/ffhq
     torchrun --nproc_per_node 8 vqgan.py --data ffhq      # many GPUs, same flags
     python vqgan.py --resume                     # continue OUT/vqgan.pt exactly where it stopped
 
 Writes OUT/vqgan.pt (checkpoint), OUT/recon_STEP.png (inputs above their reconstructions),
 OUT/vqgan_log.jsonl (losses), and at the end OUT/codes.npy, an integer array (N, h, w), with
-OUT/codes.json saying what absorbing.py needs to know (codebook size, where this checkpoint is).
+OUT/codes.json saying what absorbing.py needs to know (codebook size, where this checkpoint is, the class
+names), and OUT/labels.npy when the images have classes (the shapes kinds, or a folder's subfolders).
 """
 import argparse
 import json
