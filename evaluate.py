@@ -271,8 +271,9 @@ def likelihood(ckpt_path, codes_path, draws, device, seed=0, bf16=False):
         out = dict(elbo_bits_per_token=per_image.mean().item(), elbo_mc_error=mc_error,
                    likelihood="ELBO (an upper bound on the NLL)", n_images=len(bits), draws=draws,
                    uniform_bits_per_token=math.log2(K))
-        if model.cfg.n_classes:  # -log p(x) <= -log p(y) - log p(x | y), for the classes sample.py draws from p(y)
-            labels = split_codes(load_labels(codes_path, len(codes))[0])[1]
+        labels = load_labels(codes_path, len(codes))[0] if model.cfg.n_classes else None
+        if labels is not None:  # -log p(x) <= -log p(y) - log p(x | y), for the classes sample.py draws from p(y)
+            labels = split_codes(labels)[1]
             with autocast:
                 cond = elbo_bits(model, held_out, ckpt["diffusion_steps"], K, n_draws=draws, seed=seed, labels=labels)
             class_bits = -torch.log2(ckpt["class_counts"].double() / ckpt["class_counts"].sum())[labels]  # (n,)

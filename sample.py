@@ -79,7 +79,7 @@ def confidence_sample(model, x, mask_id, steps, temperature=1.0, seed=0, predict
         masked = (x == mask_id).cpu()  # (B, N)
         if not masked.any():
             break
-        left = (start * math.cos(math.pi / 2 * j / steps)).floor().long() if j < steps else 0 * start  # (B,)
+        left = (start * math.cos(math.pi / 2 * j / steps)).floor().long()  # (B,) still masked after step j (0 at S)
         probs = predict(model, x.view(shape), masked.view(shape), temperature)  # (M, K)
         at = to_device(masked.flatten().nonzero().squeeze(1), device)  # (M,)
         candidate = draw(probs, g)  # (M,)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import absorbing
+import common as C
 import evaluate
 import vqgan
 
@@ -163,6 +164,18 @@ def test_bf16_and_float32_give_the_same_elbo(trained_prior, tiny_run):
     runs = [evaluate.likelihood(trained_prior / "absorbing.pt", tiny_run / "codes.npy", 64, "cpu", bf16=bf16)[0]
             for bf16 in (False, True)]
     assert abs(runs[0]["elbo_bits_per_token"] - runs[1]["elbo_bits_per_token"]) < 0.01  # the same draws, seeded
+
+
+def test_a_class_conditional_prior_is_scored_with_and_without_its_labels(trained_prior, tiny_run, tmp_path):
+    ckpt = trained_prior / "absorbing.pt"
+    with_labels = evaluate.likelihood(ckpt, tiny_run / "codes.npy", 4, "cpu")[0]
+    assert absorbing.prior_from_checkpoint(C.load_checkpoint(ckpt, "absorbing")).cfg.n_classes == 3
+    assert with_labels["elbo_with_class_bits_per_token"] > 0
+    for name in ("codes.npy", "codes.json"):  # the same codes, copied without labels.npy
+        (tmp_path / name).write_bytes((tiny_run / name).read_bytes())
+    without = evaluate.likelihood(ckpt, tmp_path / "codes.npy", 4, "cpu")[0]
+    assert "elbo_with_class_bits_per_token" not in without
+    assert without["elbo_bits_per_token"] == pytest.approx(with_labels["elbo_bits_per_token"])
 
 
 # ----------------------------------------------------------------------------- the shapes judge
