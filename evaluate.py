@@ -28,11 +28,12 @@ import scipy.ndimage
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from PIL import Image
 from tqdm import tqdm
 
 from absorbing import (PRIOR_PRESETS, PriorConfig, Transformer, elbo_bits, load_codes, load_labels, load_vqgan,
                        nll_bits, prior_from_checkpoint, sample, split_codes, training_losses)
-from common import ImageFolder, bf16_is_fast, load_checkpoint, positive_int, pretrained, scan_folder
+from common import ImageFolder, bf16_is_fast, to_rgb, load_checkpoint, positive_int, pretrained, scan_folder
 from vqgan import (BACKGROUNDS, COLOURS, SHAPE_KINDS, code_redundancy, codebook_usage, load_lpips, make_shapes, psnr,
                    to_float, to_uint8)
 
@@ -53,6 +54,22 @@ def load_images(source, n, img_size, seed=0):
     if len(paths) > n:
         paths = [paths[i] for i in sorted(np.random.default_rng(seed).choice(len(paths), n, replace=False))]
     return ImageFolder(paths, img_size)
+
+
+def crops(source, n, size, stride, seed=1):
+    """Every size x size window, corners on a grid of `stride` pixels, of up to n images of a folder, all of one
+    size (larger-than-training samples, Fig. 4): (M * rows * cols, size, size, 3) uint8, each window then judged
+    and scored like an image of the training size."""
+    images = []
+    for path in load_images(source, n, size, seed).paths:
+        with Image.open(path) as img:
+            images.append(np.asarray(to_rgb(img)))
+    if len({img.shape for img in images}) > 1:
+        raise SystemExit(f"error: --crop-stride needs images of one size; {source} has images of "
+                         f"{len({img.shape for img in images})} sizes")
+    images = torch.from_numpy(np.stack(images))  # (M, H, W, 3)
+    windows = images.unfold(1, size, stride).unfold(2, size, stride)  # (M, rows, cols, 3, size, size)
+    return windows.permute(0, 1, 2, 4, 5, 3).reshape(-1, size, size, 3)
 
 
 def inception_network():
@@ -438,6 +455,9 @@ def main(args):
         real = load_features(args.real_features) if args.real_features else \
             features_of(embed, load_images(args.real, args.num, args.img_size), device, desc="real features")
         fake_images = load_images(args.fake, args.num, args.img_size, seed=1) if args.fake else None
+        if args.crop_stride:  # each training-size window of the fake images is scored as an image
+            fake_images = crops(args.fake, args.num, args.img_size, args.crop_stride)
+            results["crops"] = f"every {args.img_size}px window at a stride of {args.crop_stride}px: {len(fake_images)}"
         fake = load_features(args.fake_features) if args.fake_features else \
             features_of(embed, fake_images, device, desc="fake features")
         if args.real_features:
@@ -489,6 +509,9 @@ def get_args(argv=None):
     p.add_argument("--features", choices=["inception", "random"], default="inception", help="feature network")
     p.add_argument("--num", type=positive_int, default=10000, help="images of each set at most")
     p.add_argument("--img-size", type=positive_int, default=32, help="side images are loaded at")
+    p.add_argument("--crop-stride", type=positive_int, default=None,
+                   help="score every --img-size window of the --fake images, corners this many pixels apart, instead "
+                        "of the images (samples larger than the training images)")
     p.add_argument("--nearest-k", type=positive_int, default=5, help="k of PRDC's k-nearest-neighbour balls")
     p.add_argument("--ckpt", default=None, help="the prior's checkpoint (likelihood with --codes; --speed)")
     p.add_argument("--codes", default=None, help="codes.npy whose held-out part is scored")
@@ -518,6 +541,8 @@ def get_args(argv=None):
         p.error("--codes needs --ckpt, the prior whose likelihood is measured")
     if args.vqgan and not args.real:
         p.error("--vqgan needs --real, the images to reconstruct")
+    if args.crop_stride and (not args.fake or args.fake == "shapes"):
+        p.error("--crop-stride cuts the images of a --fake folder (samples from sample.py --latent-size)")
     return args
 
 

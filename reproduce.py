@@ -1,14 +1,17 @@
 """
-Regenerate the measured tables of REPRODUCTION.md: Tab. 4 (absorbing against autoregressive, several seeds),
-Tab. 3 (sampling steps) and Sec. 4.3 (temperature), by running the project's own commands and reading their
---json output. Prints the tables in markdown.
+Regenerate the measured tables of REPRODUCTION.md by running the project's own commands and reading their --json
+output: Tab. 4 (absorbing against autoregressive), Fig. 5 (reweighted ELBO against ELBO), Tab. 3 (sampling
+steps), Sec. 4.3 (temperature), Tab. 5 (DiffAug and the clamp) and Fig. 4 (larger than training). Prints the
+tables in markdown.
 
-    python reproduce.py                   # the page's settings: 3 seeds, 500 samples (about an hour, 2 CPU cores)
+    python reproduce.py                   # the page's settings: 3 seeds, 500 samples (about 2.5 hours, 2 CPU cores)
+    python reproduce.py --claims tab3 sec4.3      # some of them
     python reproduce.py --quick           # tiny models and data, a few minutes: checks the pipeline only
 
 Needs the quick-start tokenizer (python vqgan.py, OUT/vqgan.pt and OUT/codes.npy) and uses the quick-start prior
-(OUT/absorbing.pt, trained here if absent) for Tab. 3 and Sec. 4.3; --quick trains tiny ones of both. Tab. 4's
-priors are unconditional (--class-dropout 1), as the paper's, in OUT/absorbing_SEED and OUT/autoregressive_SEED.
+(OUT/absorbing.pt, trained here if absent) for Tab. 3, Sec. 4.3 and Fig. 4; --quick trains tiny ones of both.
+The priors of Tab. 4 and Fig. 5 are unconditional (--class-dropout 1), as the paper's: OUT/absorbing_SEED,
+OUT/autoregressive_SEED, OUT/elbo_SEED. Tab. 5's tokenizers go to OUT/tab5_NAME_SEED.
 """
 import argparse
 import json
@@ -16,6 +19,12 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+CLAIMS = ("tab4", "fig5", "tab3", "sec4.3", "tab5", "fig4")
+TAB5 = [("DiffAug, clamp (the paper's)", "aug_clamp", []),
+        ("DiffAug, no clamp", "aug_noclamp", ["--lambda-max", "1e4"]),
+        ("no DiffAug, clamp", "noaug_clamp", ["--diffaug", "off"]),
+        ("neither", "noaug_noclamp", ["--diffaug", "off", "--lambda-max", "1e4"])]
 
 
 def run(*argv):
@@ -27,11 +36,14 @@ def run(*argv):
     return json.loads(done.stdout) if "--json" in argv else None
 
 
-def judged(ckpt, out, n, *flags):
-    """Sample n images with sample.py, then judge and score them with evaluate.py against the shapes data."""
+def judged(ckpt, out, n, *flags, crop_stride=None, n_real=None):
+    """Sample n images with sample.py, then judge and score them (or their crops) with evaluate.py against n (or
+    n_real) shapes images."""
     run("sample.py", "--ckpt", ckpt, "--n-samples", n, "--batch-size", 250, "--images", out, "--out", f"{out}.png",
         *flags)
-    return run("evaluate.py", "--real", "shapes", "--fake", out, "--features", "random", "--num", n, "--json")
+    crops = ["--crop-stride", crop_stride] if crop_stride else []
+    return run("evaluate.py", "--real", "shapes", "--fake", out, "--features", "random", "--num", n_real or n, *crops,
+               "--json")
 
 
 def spread(values, fmt="{:.3f}"):
@@ -39,6 +51,97 @@ def spread(values, fmt="{:.3f}"):
     if len(values) == 1:
         return fmt.format(values[0])
     return f"{fmt.format(statistics.mean(values))} +- {fmt.format(statistics.stdev(values))} ({len(values)} seeds)"
+
+
+def table(title, header, rows):
+    print(f"\n{title}\n\n| {' | '.join(header)} |\n|{'---|' * len(header)}\n" + "\n".join(rows))
+
+
+def sample_row(label, s):
+    return f"| {label} | {s['shape_valid']:.1%} | {s['fid']:.2f} | {s['precision']:.2f} | {s['recall']:.2f} |"
+
+
+def train_prior(out, codes, steps, seed, *flags):
+    """An unconditional prior trained by absorbing.py in `out` (once: an existing checkpoint is reused)."""
+    if not (out / "absorbing.pt").is_file():
+        run("absorbing.py", "--codes", codes, "--out-dir", out, "--class-dropout", 1, "--seed", seed, *steps, *flags)
+    return out / "absorbing.pt"
+
+
+def tab4(args, out, codes, steps):
+    rows = []
+    for model in ("absorbing", "autoregressive"):
+        found = {"bits": [], "valid": [], "fid": [], "precision": [], "recall": []}
+        for seed in range(args.seeds):
+            ckpt = train_prior(out / f"{model}_{seed}", codes, steps, seed, "--model", model)
+            likelihood = run("evaluate.py", "--ckpt", ckpt, "--codes", codes, "--json")
+            found["bits"].append(likelihood.get("nll_bits_per_token", likelihood.get("elbo_bits_per_token")))
+            scores = judged(ckpt, ckpt.parent / "fake", args.n_samples)
+            for key in ("fid", "precision", "recall"):
+                found[key].append(scores[key])
+            found["valid"].append(scores["shape_valid"])
+        what = "exact NLL" if model == "autoregressive" else "ELBO (bound)"
+        rows.append(f"| {model} | {what} {spread(found['bits'])} | {spread(found['valid'], '{:.1%}')} | "
+                    f"{spread(found['fid'], '{:.2f}')} | {spread(found['precision'], '{:.2f}')} | "
+                    f"{spread(found['recall'], '{:.2f}')} |")
+    table("Tab. 4", ["prior", "bits per token", "valid", "FID", "precision", "recall"], rows)
+
+
+def fig5(args, out, codes, steps):
+    curves, valid = {}, {}
+    for loss, name in (("reweighted_elbo", "absorbing"), ("elbo", "elbo")):
+        for seed in range(args.seeds):
+            ckpt = train_prior(out / f"{name}_{seed}", codes, steps, seed, "--loss", loss)
+            log = [json.loads(line) for line in (ckpt.parent / "absorbing_log.jsonl").read_text().splitlines()]
+            for entry in log:
+                if "val_elbo" in entry:
+                    curves.setdefault((loss, entry["step"]), []).append(entry["val_elbo"])
+            valid.setdefault(loss, []).append(judged(ckpt, ckpt.parent / "fake", args.n_samples)["shape_valid"])
+    rows = [f"| {step} | {spread(curves[('reweighted_elbo', step)])} | {spread(curves[('elbo', step)])} |"
+            for step in sorted({step for _, step in curves})]
+    rows.append(f"| valid samples | {spread(valid['reweighted_elbo'], '{:.1%}')} | {spread(valid['elbo'], '{:.1%}')} |")
+    table("Fig. 5", ["step", "validation ELBO, reweighted ELBO (Eq. 7)", "validation ELBO, ELBO (Eq. 6)"], rows)
+
+
+def tab3(args, out, prior):
+    rows = [sample_row(S, judged(prior, out / f"steps_{S}", args.n_samples, "--sample-steps", S)) for S in args.steps]
+    table("Tab. 3", ["S", "valid", "FID", "precision", "recall"], rows)
+
+
+def sec43(args, out, prior):
+    rows = [sample_row(tau, judged(prior, out / f"temperature_{tau}", args.n_samples, "--temperature", tau))
+            for tau in args.temperatures]
+    table("Sec. 4.3", ["temperature", "valid", "FID", "precision", "recall"], rows)
+
+
+def tab5(args, out):
+    rows = []
+    tiny = ["--n-shapes", 64, "--max-steps", 3, "--batch-size", 8, "--disc-start", 1] if args.quick else []
+    for name, folder, flags in TAB5:
+        found = {"reconstruction_fid": [], "psnr": [], "shape_valid": []}
+        for seed in range(args.vqgan_seeds):
+            run_dir = out / f"tab5_{folder}_{seed}"
+            if not (run_dir / "vqgan.pt").is_file():
+                run("vqgan.py", "--out-dir", run_dir, "--seed", seed, *tiny, *flags)
+            scores = run("evaluate.py", "--vqgan", run_dir / "vqgan.pt", "--real", "shapes", "--features", "random",
+                         "--num", args.n_samples, "--json")
+            for key in found:
+                found[key].append(scores[key])
+        rows.append(f"| {name} | {spread(found['reconstruction_fid'])} | {spread(found['psnr'], '{:.2f}')} | "
+                    f"{spread(found['shape_valid'], '{:.1%}')} |")
+    table("Tab. 5", ["VQGAN", "reconstruction FID", "PSNR (dB)", "valid reconstructions"], rows)
+
+
+def fig4(args, out, prior):
+    size = [16, 16] if not args.quick else [10, 10]
+    rows = []
+    for tau in (1.0, 0.7):
+        flags = ["--latent-size", *size, "--temperature", tau]
+        n = max(2, args.n_samples // 16)
+        s = judged(prior, out / f"large_{tau}", n, *flags, crop_stride=4, n_real=args.n_samples)
+        rows.append(f"| {tau} | {s['shape_judged']} crops of {n} samples | {s['shape_valid']:.1%} | "
+                    f"{json.dumps(s['shape_invalid'])} |")
+    table("Fig. 4", ["temperature", "windows judged", "valid windows", "why the others are not"], rows)
 
 
 def main(args):
@@ -50,38 +153,21 @@ def main(args):
     elif not codes.is_file():
         raise SystemExit(f"error: {codes} does not exist; run python vqgan.py first (the quick-start tokenizer)")
     steps = ["--max-steps", 3 if args.quick else 2000, "--sample-every", 0, *small]
-
-    rows = []  # Tab. 4
-    for model in ("absorbing", "autoregressive"):
-        found = {"bits": [], "valid": [], "fid": [], "precision": [], "recall": []}
-        for seed in range(args.seeds):
-            run_dir = out / f"{model}_{seed}"
-            run("absorbing.py", "--codes", codes, "--out-dir", run_dir, "--model", model, "--class-dropout", 1,
-                "--seed", seed, *steps)
-            likelihood = run("evaluate.py", "--ckpt", run_dir / "absorbing.pt", "--codes", codes, "--json")
-            found["bits"].append(likelihood.get("nll_bits_per_token", likelihood.get("elbo_bits_per_token")))
-            scores = judged(run_dir / "absorbing.pt", run_dir / "fake", args.n_samples)
-            for key in ("fid", "precision", "recall"):
-                found[key].append(scores[key])
-            found["valid"].append(scores["shape_valid"])
-        what = "exact NLL" if model == "autoregressive" else "ELBO (bound)"
-        rows.append(f"| {model} | {what} {spread(found['bits'])} | {spread(found['valid'], '{:.1%}')} | "
-                    f"{spread(found['fid'], '{:.2f}')} | {spread(found['precision'], '{:.2f}')} | "
-                    f"{spread(found['recall'], '{:.2f}')} |")
-    print("Tab. 4\n\n| prior | bits per token | valid | FID | precision | recall |\n|---|---|---|---|---|---|")
-    print("\n".join(rows))
-
-    prior = out / "absorbing.pt"  # Tab. 3 and Sec. 4.3: the quick-start prior (class-conditional), trained if absent
-    if args.quick or not prior.is_file():
+    if "tab4" in args.claims:
+        tab4(args, out, codes, steps)
+    if "fig5" in args.claims:
+        fig5(args, out, codes, steps)
+    prior = out / "absorbing.pt"  # the quick-start prior (class-conditional), trained if absent
+    if {"tab3", "sec4.3", "fig4"} & set(args.claims) and (args.quick or not prior.is_file()):
         run("absorbing.py", "--codes", codes, "--out-dir", out, *steps)
-    print("\nTab. 3\n\n| S | valid | FID | precision | recall |\n|---|---|---|---|---|")
-    for S in args.steps:
-        s = judged(prior, out / f"steps_{S}", args.n_samples, "--sample-steps", S)
-        print(f"| {S} | {s['shape_valid']:.1%} | {s['fid']:.2f} | {s['precision']:.2f} | {s['recall']:.2f} |")
-    print("\nSec. 4.3\n\n| temperature | valid | FID | precision | recall |\n|---|---|---|---|---|")
-    for tau in args.temperatures:
-        s = judged(prior, out / f"temperature_{tau}", args.n_samples, "--temperature", tau)
-        print(f"| {tau} | {s['shape_valid']:.1%} | {s['fid']:.2f} | {s['precision']:.2f} | {s['recall']:.2f} |")
+    if "tab3" in args.claims:
+        tab3(args, out, prior)
+    if "sec4.3" in args.claims:
+        sec43(args, out, prior)
+    if "fig4" in args.claims:
+        fig4(args, out, prior)
+    if "tab5" in args.claims:
+        tab5(args, out)
 
 
 def get_args(argv=None):
@@ -89,19 +175,21 @@ def get_args(argv=None):
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out-dir", default="out", help="where the tokenizer is and the runs go")
     p.add_argument("--quick", action="store_true", help="tiny settings (a pipeline check; the numbers mean nothing)")
+    p.add_argument("--claims", nargs="+", choices=CLAIMS, default=list(CLAIMS), help="which sections to run")
     p.add_argument("--seeds", type=int, default=None, help="training seeds per prior (default 3; --quick 2)")
+    p.add_argument("--vqgan-seeds", type=int, default=None, help="seeds per Tab. 5 VQGAN (default 2; --quick 1)")
     p.add_argument("--n-samples", type=int, default=None, help="samples per row (default 500; --quick 16)")
     p.add_argument("--steps", type=int, nargs="+", default=None, help="S of Tab. 3 (default 64 32 16 8; --quick 64 16)")
     p.add_argument("--temperatures", type=float, nargs="+", default=None,
                    help="temperatures of Sec. 4.3 (default 1.0 0.9 0.8 0.7; --quick 1.0 0.7)")
     args = p.parse_args(argv)
-    quick = dict(seeds=2, n_samples=16, steps=[64, 16], temperatures=[1.0, 0.7])
-    full = dict(seeds=3, n_samples=500, steps=[64, 32, 16, 8], temperatures=[1.0, 0.9, 0.8, 0.7])
+    quick = dict(seeds=2, vqgan_seeds=1, n_samples=16, steps=[64, 16], temperatures=[1.0, 0.7])
+    full = dict(seeds=3, vqgan_seeds=2, n_samples=500, steps=[64, 32, 16, 8], temperatures=[1.0, 0.9, 0.8, 0.7])
     for k, v in (quick if args.quick else full).items():
         if getattr(args, k) is None:
             setattr(args, k, v)
-    if args.seeds < 1 or args.n_samples < 2:
-        p.error("--seeds must be >= 1 and --n-samples >= 2")
+    if args.seeds < 1 or args.vqgan_seeds < 1 or args.n_samples < 2:
+        p.error("--seeds and --vqgan-seeds must be >= 1 and --n-samples >= 2")
     return args
 
 

@@ -461,11 +461,12 @@ def train_step(model, disc, opt, d_opt, x, step, args, perceptual):
     raw = model.module if hasattr(model, "module") else model
     raw_disc = disc.module if hasattr(disc, "module") else disc
     gan_on = step >= args.disc_start
+    augment = diffaug if args.diffaug == "on" else (lambda x: x)  # what the discriminator sees, real and fake alike
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=args.bf16):
         x_hat, loss_vq, codes = model(x)
         l1 = (x - x_hat).abs().mean()
         rec = l1 + (args.perceptual_weight * perceptual(x, x_hat).mean() if perceptual else 0.0)
-        gan = -raw_disc(diffaug(x_hat)).mean() if gan_on else torch.zeros((), device=x.device)
+        gan = -raw_disc(augment(x_hat)).mean() if gan_on else torch.zeros((), device=x.device)
     lam = adaptive_weight(rec, gan, raw.decoder[-1].weight, args.lambda_max) if gan_on else torch.zeros_like(gan)
     loss = rec + lam * gan + loss_vq
     opt.zero_grad(set_to_none=True)
@@ -475,7 +476,7 @@ def train_step(model, disc, opt, d_opt, x, step, args, perceptual):
     d_loss = torch.zeros((), device=x.device)
     if gan_on:  # real and fake through the discriminator in one call (one forward per backward under DDP)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=args.bf16):
-            logits = disc(diffaug(torch.cat([x, x_hat.detach()])))
+            logits = disc(augment(torch.cat([x, x_hat.detach()])))
             d_loss = hinge_d_loss(*logits.chunk(2))
         d_opt.zero_grad(set_to_none=True)
         d_loss.backward()
@@ -549,12 +550,11 @@ def main(args):
     step = restore(ckpt, parts, rank, world_size) if ckpt else 0
     if is_main:
         start_log(out / "vqgan_log.jsonl", step)
-    if is_main:
         n_params = sum(p.numel() for p in model.parameters())
         h = cfg.img_size // cfg.downsample
         print(f"VQGAN {n_params / 1e6:.2f}M parameters, {cfg.img_size}px images -> {h}x{h} codes from "
-              f"{cfg.codebook_size}; "
-              f"{len(train_set)} training / {len(val_set)} validation images; device {device}, world size {world_size}")
+              f"{cfg.codebook_size}; {len(train_set)} training / {len(val_set)} validation images; device {device}, "
+              f"world size {world_size}")
     if args.encode_only:
         return finish(model, train_set, labels, classes, ckpt_path, args, device, is_main)
 
@@ -650,6 +650,7 @@ def get_args(argv=None):
     p.add_argument("--disc-layers", type=positive_int, default=None, help="discriminator stride-2 layers")
     p.add_argument("--disc-start", type=int, default=None, help="step at which the GAN loss switches on")
     p.add_argument("--lambda-max", type=float, default=None, help="clamp on the adaptive GAN weight (Eq. 9c)")
+    p.add_argument("--diffaug", choices=["on", "off"], default="on", help="DiffAug before the discriminator (Tab. 5)")
     p.add_argument("--perceptual-weight", type=float, default=None, help="weight of LPIPS (needs VGG16 weights)")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate")
     p.add_argument("--lr-decay", choices=["constant", "cosine"], default=None,

@@ -121,7 +121,8 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
 
 @pytest.mark.parametrize("flags", [["--fake", "shapes"], ["--codes", "c.npy"], ["--vqgan", "v.pt"],
                                    ["--real-features", "r.npy"], ["--real", "shapes", "--real-features", "r.npy",
-                                                                  "--fake-features", "f.npy"], ["--nearest-k", "0"]])
+                                                                  "--fake-features", "f.npy"], ["--nearest-k", "0"],
+                                   ["--real", "shapes", "--fake", "shapes", "--crop-stride", "4"]])
 def test_bad_flag_combinations_are_rejected(flags, capsys):
     with pytest.raises(SystemExit):
         evaluate.get_args(flags)
@@ -241,6 +242,24 @@ def test_generated_images_are_judged_when_compared_with_shapes(tmp_path, capsys)
               "--nearest-k", "3")
     assert out["shape_valid"] == 0.5 and sum(out["shape_kinds"].values()) == 10
     assert out["shape_invalid"]["count"] == 10  # a black image is a clean background with no shape
+
+
+def test_crops_of_larger_images_are_every_window_and_are_judged(tmp_path, capsys):
+    from PIL import Image
+    images, _ = evaluate.make_shapes(6, 32, seed=5)
+    wide = [np.concatenate([images[2 * i], images[2 * i + 1]], 1) for i in range(3)]  # (32, 64, 3): two side by side
+    for i, img in enumerate(wide):
+        Image.fromarray(img).save(tmp_path / f"{i}.png")
+    found = evaluate.crops(str(tmp_path), 10, 32, 4)
+    by_loop = [img[y:y + 32, x:x + 32] for img in wide for y in range(0, 1, 4) for x in range(0, 33, 4)]
+    assert torch.equal(found, torch.from_numpy(np.stack(by_loop)))  # 9 windows of each image, in row-major order
+    assert torch.equal(evaluate.crops(str(tmp_path), 10, 32, 32), torch.from_numpy(images))  # stride 32: the six
+    out = run(capsys, "--real", "shapes", "--fake", str(tmp_path), "--features", "random", "--crop-stride", "32",
+              "--nearest-k", "3")
+    assert out["shape_judged"] == 6 and out["shape_valid"] == evaluate.judge_shapes(images)["shape_valid"]
+    Image.fromarray(images[0]).save(tmp_path / "small.png")
+    with pytest.raises(SystemExit, match="images of one size; .* 2 sizes"):
+        evaluate.crops(str(tmp_path), 10, 32, 4)
 
 
 def test_inception_weights_arrive_through_torch_hub_or_fail_in_one_line(tmp_path, monkeypatch):

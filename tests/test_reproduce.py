@@ -9,6 +9,12 @@ def test_quick_mode_runs_every_comparison(tmp_path, run_script):
     out = run_script(["reproduce.py", "--quick", "--out-dir", str(tmp_path)], timeout=600).stdout
     assert "| absorbing | ELBO (bound)" in out and "| autoregressive | exact NLL" in out and "(2 seeds)" in out
     assert "| 64 |" in out and "| 16 |" in out and "| 0.7 |" in out  # Tab. 3 and Sec. 4.3 rows
+    assert "| 3 | " in out and "| valid samples |" in out  # Fig. 5: the validation ELBO at the last step, samples
+    for name in ("DiffAug, clamp (the paper's)", "DiffAug, no clamp", "no DiffAug, clamp", "neither"):  # Tab. 5
+        assert f"| {name} |" in out
+    assert "| 1.0 | 18 crops of 2 samples |" in out  # Fig. 4: 40x40 px samples, 3x3 windows at a stride of 4 px
+    assert C.load_checkpoint(tmp_path / "tab5_noaug_noclamp_0" / "vqgan.pt", "vqgan")["args"]["diffaug"] == "off"
+    assert C.load_checkpoint(tmp_path / "elbo_1" / "absorbing.pt", "absorbing")["args"]["loss"] == "elbo"
     for seed in (0, 1):
         ckpt = C.load_checkpoint(tmp_path / f"autoregressive_{seed}" / "absorbing.pt", "absorbing")
         assert ckpt["config"]["model"] == "autoregressive" and ckpt["args"]["seed"] == seed
@@ -18,6 +24,7 @@ def test_quick_mode_runs_every_comparison(tmp_path, run_script):
 def test_missing_tokenizer_and_bad_flags(tmp_path):
     with pytest.raises(SystemExit, match="codes.npy does not exist; run python vqgan.py first"):
         reproduce.main(reproduce.get_args(["--out-dir", str(tmp_path)]))
-    with pytest.raises(SystemExit):
-        reproduce.get_args(["--seeds", "0"])
+    for flags in (["--seeds", "0"], ["--vqgan-seeds", "0"], ["--claims", "tab6"]):
+        with pytest.raises(SystemExit):
+            reproduce.get_args(flags)
     assert reproduce.spread([1.0, 3.0]) == "2.000 +- 1.414 (2 seeds)" and reproduce.spread([0.5], "{:.1%}") == "50.0%"

@@ -1,4 +1,5 @@
 """Stage 1: the quantizer, the losses, the data, and short real training runs."""
+import argparse
 import json
 import math
 
@@ -96,6 +97,35 @@ def test_adaptive_weight_is_ratio_of_gradient_norms_and_clamped():
     small = V.adaptive_weight(rec, gan, last.weight, lambda_max=0.5 * expected.item())
     assert math.isclose(small.item(), 0.5 * expected.item(), rel_tol=1e-6)  # the clamp of Eq. 9c
     assert not lam.requires_grad
+
+
+def test_diffaug_switch_decides_what_the_discriminator_sees():
+    """--diffaug off (Tab. 5): the discriminator gets the images themselves; on: augmented ones, real and fake."""
+    seen = []
+
+    class Recording(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, x):
+            seen.append(x.detach().clone())
+            return self.scale * x.mean((1, 2, 3), keepdim=True)
+
+    cfg = V.VQGANConfig(img_size=8, nf=8, ch_mult=(1, 2), res_blocks=1, attn_resolutions=(), emb_dim=4,
+                        codebook_size=8)
+    x = torch.rand(2, 3, 8, 8) * 2 - 1
+    for switch in ("off", "on"):
+        torch.manual_seed(0)
+        model, disc = V.VQGAN(cfg), Recording()
+        opt, d_opt = torch.optim.Adam(model.parameters(), lr=0.0), torch.optim.SGD(disc.parameters(), lr=0.0)
+        args = argparse.Namespace(disc_start=0, bf16=False, perceptual_weight=0.0, lambda_max=1.0, diffaug=switch,
+                                  out_dir="unused")
+        seen.clear()
+        V.train_step(model, disc, opt, d_opt, x, 0, args, None)
+        x_hat = model(x)[0].detach()
+        assert torch.allclose(seen[0], x_hat, atol=1e-6) == (switch == "off")  # the generator's GAN term
+        assert torch.allclose(seen[1], torch.cat([x, x_hat]), atol=1e-6) == (switch == "off")  # the discriminator's
 
 
 def test_diffaug_keeps_shape_is_differentiable_and_translates_with_zeros():
