@@ -185,9 +185,29 @@ def image_classes(ckpt, label, n, seed):
                              generator=torch.Generator().manual_seed(seed))
 
 
-def decode(vqgan, codes, bf16):
-    with torch.autocast(codes.device.type, dtype=torch.bfloat16, enabled=bf16):
-        return vqgan.decode(codes).float().clamp(-1, 1)
+def decode(vqgan, codes, bf16, whole=False):
+    """Images (B, 3, H*f, W*f) in [-1, 1] of codes (B, H, W). A grid larger than the VQGAN's training grid (h, w)
+    is decoded window by window unless `whole`: windows of h x w codes every h/2, w/2 codes, and each code's f x f
+    pixels from the window whose centre is nearest (the first one on a tie). The decoder's GroupNorm statistics
+    and zero padding are those of an h x w grid, so a small decoder can paint a larger grid in other colours."""
+    h = w = vqgan.cfg.img_size // vqgan.cfg.downsample
+    B, H, W = codes.shape
+    if whole or (H, W) == (h, w):
+        with torch.autocast(codes.device.type, dtype=torch.bfloat16, enabled=bf16):
+            return vqgan.decode(codes).float().clamp(-1, 1)
+    f = vqgan.cfg.downsample
+    out = torch.zeros(B, 3, H * f, W * f, device=codes.device)
+    nearest = torch.full((H, W), math.inf)  # each code's distance to the centre of the window it was decoded in
+    for r in window_starts(H, h, max(h // 2, 1)):
+        for c in window_starts(W, w, max(w // 2, 1)):
+            ys, xs = torch.arange(h)[:, None] - (h - 1) / 2, torch.arange(w)[None] - (w - 1) / 2
+            distance = torch.maximum(ys.abs(), xs.abs())  # (h, w) Chebyshev distance to the window's centre
+            take = distance < nearest[r:r + h, c:c + w]
+            nearest[r:r + h, c:c + w][take] = distance[take]
+            pixels = take.repeat_interleave(f, 0).repeat_interleave(f, 1).to(codes.device)  # (h*f, w*f)
+            region = out[:, :, r * f:(r + h) * f, c * f:(c + w) * f]
+            region.copy_(torch.where(pixels, decode(vqgan, codes[:, r:r + h, c:c + w], bf16), region))
+    return out
 
 
 def main(args):
@@ -264,7 +284,7 @@ def main(args):
         c = None if labels is None else int(labels[idx[0]])
         start = time.time()
         x = run(torch.full((len(idx), H, W), K, device=device), args.seed + b, on_step, label=c)
-        images[idx] = to_uint8(decode(vqgan, x, bf16))
+        images[idx] = to_uint8(decode(vqgan, x, bf16, whole=args.decode == "whole"))
         of_class = "" if c is None else f" of class {ckpt['classes'][c]}"
         took = time.time() - start
         how = "autoregressive prior (raster order)" if autoregressive else f"{args.sampler} sampler"
@@ -319,6 +339,8 @@ def get_args(argv=None):
     p.add_argument("--latent-size", type=positive_int, nargs=2, metavar=("H", "W"), default=None,
                    help="code grid larger than the training one (Eq. 8 mixture of windows)")
     p.add_argument("--window-stride", type=positive_int, default=1, help="codes between windows of the mixture")
+    p.add_argument("--decode", choices=["windows", "whole"], default="windows",
+                   help="a --latent-size grid: decoded in training-size windows, or whole at once (the paper's way)")
     p.add_argument("--inpaint", default=None, metavar="IMAGE", help="image to edit (needs --mask)")
     p.add_argument("--mask", default=None, help="mask image, same size as IMAGE: white = regenerate")
     p.add_argument("--gif", default=None, help="write an animation of the un-masking of the first batch here")

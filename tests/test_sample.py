@@ -66,6 +66,24 @@ def test_large_sample_every_code_revealed_and_decoded_size(tiny_run, tmp_path):
     assert Image.open(tmp_path / "u.gif").n_frames > 5
 
 
+def test_a_larger_grid_is_decoded_window_by_window_each_code_from_the_nearest_window():
+    torch.manual_seed(0)
+    vq = V.VQGAN(V.VQGANConfig(img_size=8, nf=8, ch_mult=(1, 2), res_blocks=1, attn_resolutions=(), emb_dim=4,
+                               codebook_size=8)).eval()  # f = 2: windows of 4x4 codes
+    codes = torch.randint(0, 8, (2, 7, 10))
+    got = S.decode(vq, codes, False)
+    windows = [(r, c) for r in S.window_starts(7, 4, 2) for c in S.window_starts(10, 4, 2)]
+    for i in range(7):
+        for j in range(10):  # by hand: the first window whose centre is nearest (Chebyshev) to code (i, j)
+            inside = [(r, c) for r, c in windows if r <= i < r + 4 and c <= j < c + 4]
+            r, c = min(inside, key=lambda rc: max(abs(i - rc[0] - 1.5), abs(j - rc[1] - 1.5)))
+            alone = vq.decode(codes[:, r:r + 4, c:c + 4]).clamp(-1, 1)
+            patch = alone[:, :, 2 * (i - r):2 * (i - r) + 2, 2 * (j - c):2 * (j - c) + 2]
+            assert torch.allclose(got[:, :, 2 * i:2 * i + 2, 2 * j:2 * j + 2], patch, atol=1e-6), (i, j)
+    assert torch.equal(S.decode(vq, codes[:, :4, :4], False), vq.decode(codes[:, :4, :4]).clamp(-1, 1))
+    assert not torch.allclose(S.decode(vq, codes, False, whole=True), got, atol=1e-3)  # the paper's way differs
+
+
 # ----------------------------------------------------------------------------- samplers and guidance
 
 
