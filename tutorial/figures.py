@@ -29,7 +29,8 @@ FONT = ImageFont.load_default(size=12)
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
 PAPER_ENCODER = ("python vqgan.py --local-encoder off --lr-decay constant --restart-after 0 "
                  "--out-dir out/paper_encoder")
-FIGURES = ["recon", "codes", "redundancy", "masking", "elbo_per_t", "val_elbo", "trajectory", "steps", "copies"]
+FIGURES = ["recon", "codes", "redundancy", "masking", "elbo_per_t", "val_elbo", "trajectory", "steps", "mosaic",
+           "copies"]
 
 # -----------------------------------------------------------------------------
 # Drawing with Pillow: image grids with captions, and small line charts
@@ -251,6 +252,20 @@ def fig_steps(m, args):
         print(f"{len(images)} samples at S = {S}: {seconds:.3f} s ({seconds / len(images) * 1000:.1f} ms per image), "
               f"{counted.calls} network calls, bf16 {bf16}, {torch.get_num_threads()} threads")
     save(join(pictures[1:], captions[1:], gap=12), args.fig_dir / "steps.png")
+
+
+def fig_mosaic(m, args):
+    """Four real code grids with black backgrounds, decoded alone, then as one 2x2 mosaic: at once, and in windows."""
+    alone = decode(m["vq"], m["codes"][:64], False)
+    tiles = m["codes"][:64][alone.flatten(1).median(1).values < -0.5][:4]  # (4, h, w): black backgrounds
+    grid = torch.cat([torch.cat([tiles[0], tiles[1]], 1), torch.cat([tiles[2], tiles[3]], 1)])[None]  # (1, 2h, 2w)
+    whole, windows = (vqgan.to_uint8(decode(m["vq"], grid, False, whole=w)) for w in (True, False))
+    parts = vqgan.to_uint8(decode(m["vq"], tiles, False))
+    parts = torch.cat([torch.cat([parts[0], parts[1]], 1), torch.cat([parts[2], parts[3]], 1)])[None]
+    save(join([picture(p) for p in (parts, whole, windows)], ["each grid alone", "the mosaic at once", "in windows"]),
+         args.fig_dir / "mosaic.png")
+    for name, img in (("alone", parts), ("at once", whole), ("in windows", windows)):
+        print(f"median pixel value, decoded {name}: {img.flatten().median().item()}")
 
 
 def fig_copies(m, args):
