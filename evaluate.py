@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from absorbing import (PRIOR_PRESETS, PriorConfig, Transformer, elbo_bits, load_codes, load_labels, load_vqgan,
                        nll_bits, prior_from_checkpoint, sample, split_codes, training_losses)
-from common import ImageFolder, bf16_is_fast, to_rgb, load_checkpoint, positive_int, pretrained, scan_folder
+from common import ImageFolder, bf16_is_fast, load_checkpoint, positive_int, pretrained, scan_folder, to_rgb
 from vqgan import (BACKGROUNDS, COLOURS, SHAPE_KINDS, code_redundancy, codebook_usage, load_lpips, make_shapes, psnr,
                    to_float, to_uint8)
 
@@ -455,7 +455,7 @@ def main(args):
         real = load_features(args.real_features) if args.real_features else \
             features_of(embed, load_images(args.real, args.num, args.img_size), device, desc="real features")
         fake_images = load_images(args.fake, args.num, args.img_size, seed=1) if args.fake else None
-        if args.crop_stride:  # each training-size window of the fake images is scored as an image
+        if args.crop_stride:  # each training-size window of the fake images is scored as an image, instead
             fake_images = crops(args.fake, args.num, args.img_size, args.crop_stride)
             results["crops"] = f"every {args.img_size}px window at a stride of {args.crop_stride}px: {len(fake_images)}"
         fake = load_features(args.fake_features) if args.fake_features else \

@@ -197,11 +197,11 @@ def decode(vqgan, codes, bf16, whole=False):
             return vqgan.decode(codes).float().clamp(-1, 1)
     f = vqgan.cfg.downsample
     out = torch.zeros(B, 3, H * f, W * f, device=codes.device)
+    ys, xs = torch.arange(h)[:, None] - (h - 1) / 2, torch.arange(w)[None] - (w - 1) / 2
+    distance = torch.maximum(ys.abs(), xs.abs())  # (h, w) Chebyshev distance of each code to its window's centre
     nearest = torch.full((H, W), math.inf)  # each code's distance to the centre of the window it was decoded in
     for r in window_starts(H, h, max(h // 2, 1)):
         for c in window_starts(W, w, max(w // 2, 1)):
-            ys, xs = torch.arange(h)[:, None] - (h - 1) / 2, torch.arange(w)[None] - (w - 1) / 2
-            distance = torch.maximum(ys.abs(), xs.abs())  # (h, w) Chebyshev distance to the window's centre
             take = distance < nearest[r:r + h, c:c + w]
             nearest[r:r + h, c:c + w][take] = distance[take]
             pixels = take.repeat_interleave(f, 0).repeat_interleave(f, 1).to(codes.device)  # (h*f, w*f)
