@@ -501,7 +501,8 @@ def main(args):
             if step % args.ckpt_every == 0 or step == args.max_steps:
                 checkpoint()
             stop_if_signalled(caught, device, checkpoint, step, ckpt_path)
-    if dist.is_initialized():
+    if dist.is_initialized():  # the last step's checkpoint is written before any rank leaves
+        dist.barrier()
         dist.destroy_process_group()
 
 
