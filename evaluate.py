@@ -454,10 +454,12 @@ def main(args):
     if args.real_features or args.real and args.fake:
         real = load_features(args.real_features) if args.real_features else \
             features_of(embed, load_images(args.real, args.num, args.img_size), device, desc="real features")
-        fake_images = load_images(args.fake, args.num, args.img_size, seed=1) if args.fake else None
-        if args.crop_stride:  # each training-size window of the fake images is scored as an image, instead
+        fake_images = None
+        if args.crop_stride:  # each training-size window of the fake images is scored as an image
             fake_images = crops(args.fake, args.num, args.img_size, args.crop_stride)
             results["crops"] = f"every {args.img_size}px window at a stride of {args.crop_stride}px: {len(fake_images)}"
+        elif args.fake:
+            fake_images = load_images(args.fake, args.num, args.img_size, seed=1)
         fake = load_features(args.fake_features) if args.fake_features else \
             features_of(embed, fake_images, device, desc="fake features")
         if args.real_features:
