@@ -97,6 +97,9 @@ def split_codes(codes, val_every=20):
 # The network: a Transformer encoder over the h*w codes. Pre-LayerNorm blocks, learned position
 # embeddings, no causal mask and no time input (the paper's architecture). Input ids 0..K-1 are codes
 # and K is the mask; the output is a distribution over the K codes only, so it never predicts a mask.
+# The learned position embeddings start as 2D sines and cosines (MAE's fixed embedding, here only the start):
+# random ones give attention no notion of "nearby", and the prior first sat for hundreds of steps at the
+# ELBO of predicting every code from the code frequencies alone.
 
 
 @dataclass
@@ -110,6 +113,7 @@ class PriorConfig:
     dropout: float = 0.0
     n_classes: int = 0            # > 0: class-conditional; class id n_classes is "no class" (classifier-free guidance)
     model: str = "absorbing"      # or "autoregressive": the same blocks with a causal mask, codes in raster order
+    pos_init: str = "sincos"      # or "random": how the learned position embeddings start
 
 
 PRIOR_PRESETS = {
@@ -128,6 +132,19 @@ def preset_for_codes(path):
     if len(shape) != 3:
         return "small", "codes not (N, h, w)"
     return ("paper" if shape[1] * shape[2] >= 256 else "small"), f"{shape[1]}x{shape[2]} codes"
+
+
+# Position (r, c) of an h x w grid gets, for frequencies w_i = (2s)^(-i/q), i = 0..q-1, q = C/4, s = max(h, w):
+# [sin(r w_i), cos(r w_i), sin(c w_i), cos(c w_i)], so that <e(r, c), e(r', c')> = sum_i cos((r - r') w_i) +
+# cos((c - c') w_i) depends only on the offset. Amplitude 0.1 (the other embeddings start at std 0.02; on shapes,
+# amplitudes 0.028, 0.1, 0.3 and 1 gave validation ELBOs of 0.87, 0.83, 0.88 and 1.04 bits after 2000 steps).
+def sincos_2d(h, w, C):  # -> (h * w, C); columns past 4q (when 4 does not divide C) are zero
+    q = C // 4
+    freq = (2 * max(h, w)) ** (-torch.arange(q) / q)  # (q,)
+    r, c = torch.arange(h).repeat_interleave(w), torch.arange(w).repeat(h)  # (h * w,) each, row-major
+    ar, ac = r[:, None] * freq, c[:, None] * freq  # (h * w, q)
+    e = torch.cat([ar.sin(), ar.cos(), ac.sin(), ac.cos(), torch.zeros(h * w, C - 4 * q)], 1)
+    return 0.1 * e
 
 
 class Block(nn.Module):
@@ -164,7 +181,11 @@ class Transformer(nn.Module):
         self.ln_f = nn.LayerNorm(cfg.n_embd)
         self.head = nn.Linear(cfg.n_embd, cfg.codebook_size)  # K outputs: the mask is never predicted
         self.apply(self._init)
-        nn.init.normal_(self.pos_emb, std=0.02)
+        with torch.no_grad():
+            if cfg.pos_init == "sincos":
+                self.pos_emb.copy_(sincos_2d(cfg.latent_h, cfg.latent_w, cfg.n_embd)[None])
+            else:
+                nn.init.normal_(self.pos_emb, std=0.02)
 
     @staticmethod
     def _init(m):
@@ -405,7 +426,7 @@ def main(args):
     h, w = codes.shape[1:]
     cfg = PriorConfig(**ckpt["config"]) if ckpt else PriorConfig(
         codebook_size=K, latent_h=h, latent_w=w, n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd,
-        dropout=args.dropout, n_classes=len(classes) if conditional else 0, model=args.model)
+        dropout=args.dropout, n_classes=len(classes) if conditional else 0, model=args.model, pos_init=args.pos_init)
     if (cfg.codebook_size, cfg.latent_h, cfg.latent_w) != (K, h, w):
         raise SystemExit(f"error: {args.codes} has {h}x{w} codes from {K}, but the checkpoint's model was trained "
                          f"on {cfg.latent_h}x{cfg.latent_w} codes from {cfg.codebook_size}")
@@ -518,6 +539,8 @@ def get_args(argv=None):
     p.add_argument("--n-head", type=positive_int, default=None, help="attention heads (default: the preset's)")
     p.add_argument("--n-embd", type=positive_int, default=None, help="width (default: the preset's)")
     p.add_argument("--dropout", type=float, default=0.0, help="dropout rate")
+    p.add_argument("--pos-init", choices=["sincos", "random"], default="sincos",
+                   help="how the learned position embeddings start: 2D sines and cosines, or random (std 0.02)")
     p.add_argument("--model", choices=["absorbing", "autoregressive"], default="absorbing",
                    help="absorbing diffusion, or Tab. 4's baseline: the same Transformer, causal, in raster order "
                         "(trained on its exact likelihood; --loss and --diffusion-steps do not apply)")
@@ -527,7 +550,7 @@ def get_args(argv=None):
                    help="fraction of examples trained without their class, for guidance (default 0.1 when the codes "
                         "have labels.npy beside them; 1 trains an unconditional model)")
     p.add_argument("--diffusion-steps", type=positive_int, default=None, help="T (default N = h*w, as the paper)")
-    p.add_argument("--max-steps", type=positive_int, default=2000, help="training steps")
+    p.add_argument("--max-steps", type=positive_int, default=4000, help="training steps")
     p.add_argument("--batch-size", type=positive_int, default=32, help="global batch size (split over torchrun ranks)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (the paper: 2e-4, FFHQ 1e-4)")
     p.add_argument("--warmup-steps", type=positive_int, default=100, help="linear warm-up (the paper: 10000-30000)")

@@ -379,6 +379,28 @@ def test_transformer_is_bidirectional_and_predicts_codes_only():
     assert not torch.allclose(model(y)[:, 0], full[:, 0])
 
 
+@pytest.mark.parametrize("h, w, C", [(8, 8, 128), (2, 5, 18)])
+def test_position_embeddings_start_as_2d_sines_and_cosines(h, w, C):
+    e = A.sincos_2d(h, w, C)  # (h * w, C)
+    q, s = C // 4, max(h, w)
+    for r, c, i in itertools.product(range(h), range(w), range(q)):  # the formula, one number at a time
+        f = (2 * s) ** (-i / q)
+        want = [math.sin(r * f), math.cos(r * f), math.sin(c * f), math.cos(c * f)]
+        assert torch.allclose(e[r * w + c, [i, q + i, 2 * q + i, 3 * q + i]], 0.1 * torch.tensor(want))
+    assert (e[:, 4 * q:] == 0).all()
+    gram = (e @ e.T).view(h, w, h, w)
+    assert torch.allclose(gram[1:, :, 1:, :], gram[:-1, :, :-1, :], atol=1e-7)  # depends on the offset only
+    assert torch.allclose(gram[:, 1:, :, 1:], gram[:, :-1, :, :-1], atol=1e-7)
+    near, far = gram[0, 0, 0, 1], gram[0, 0, h - 1, w - 1]
+    assert near > far  # a neighbour is more alike than the far corner
+    model = A.Transformer(A.PriorConfig(codebook_size=7, latent_h=h, latent_w=w, n_layer=1, n_head=2, n_embd=C))
+    assert torch.equal(model.pos_emb[0].detach(), e)
+    torch.manual_seed(0)
+    rand = A.Transformer(A.PriorConfig(codebook_size=7, latent_h=h, latent_w=w, n_layer=1, n_head=2, n_embd=C,
+                                       pos_init="random"))
+    assert not torch.allclose(rand.pos_emb[0], e) and rand.pos_emb.std().item() == pytest.approx(0.02, rel=0.3)
+
+
 def test_paper_preset_size():
     args = A.get_args(["--preset", "paper"])
     cfg = A.PriorConfig(codebook_size=1024, latent_h=16, latent_w=16, n_layer=args.n_layer, n_head=args.n_head,
@@ -476,7 +498,7 @@ def test_short_run_lowers_the_validation_elbo(tmp_path):
     val = [r["val_elbo"] for r in log if "val_elbo" in r]
     assert val[-1] < val[0] - 1.0 and val[-1] < math.log2(16) - 1.0
     ckpt = C.load_checkpoint(tmp_path / "absorbing.pt", "absorbing")
-    assert ckpt["diffusion_steps"] == 16 and ckpt["vqgan"] == "vqgan.pt"
+    assert ckpt["diffusion_steps"] == 16 and ckpt["vqgan"] == "vqgan.pt" and ckpt["config"]["pos_init"] == "sincos"
 
 
 def test_labels_train_a_class_conditional_prior_and_none_an_unconditional_one(tmp_path):

@@ -1,6 +1,7 @@
 """
-The figures of tutorial/README.md from the checkpoints in out/ (python vqgan.py && python absorbing.py, and for
-val_elbo python absorbing.py --loss elbo --out-dir out/elbo_run); about a minute on a laptop CPU.
+The figures of tutorial/README.md from the checkpoints in out/ (python vqgan.py && python absorbing.py; for
+val_elbo python absorbing.py --loss elbo --out-dir out/elbo_run, for pos_init the runs out/pos_random_S and
+out/pos_sincos_S of the tutorial's Section 2); about a minute on a laptop CPU.
 
     python tutorial/figures.py                          # every figure, into tutorial/
     python tutorial/figures.py --only steps masking     # some of them
@@ -29,8 +30,8 @@ FONT = ImageFont.load_default(size=12)
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
 PAPER_ENCODER = ("python vqgan.py --local-encoder off --lr-decay constant --restart-after 0 "
                  "--out-dir out/paper_encoder")
-FIGURES = ["recon", "codes", "redundancy", "masking", "elbo_per_t", "val_elbo", "trajectory", "steps", "mosaic",
-           "copies"]
+FIGURES = ["recon", "codes", "redundancy", "masking", "pos_init", "elbo_per_t", "val_elbo", "trajectory", "steps",
+           "mosaic", "copies"]
 
 # -----------------------------------------------------------------------------
 # Drawing with Pillow: image grids with captions, and small line charts
@@ -83,13 +84,16 @@ def chart(curves, title, xlabel, ylabel, w=420, h=280):
     d.text(((left + right) / 2, 3), title, fill="black", font=FONT, anchor="mt")
     d.text(((left + right) / 2, h - 3), xlabel, fill="black", font=FONT, anchor="mb")
     d.text((3, top - 18), ylabel, fill="black", font=FONT)
+    labels = 0  # a curve with an empty label shares the label of the one before
     for i, (label, cx, cy, *colour) in enumerate(curves):
         colour = colour[0] if colour else COLOURS[i]
         points = [(px(a), py(b)) for a, b in zip(cx, cy)]
         d.line(points, fill=colour, width=2 if len(points) > 9 else 1)
         for a, b in points if len(points) <= 9 else []:
             d.ellipse([a - 3, b - 3, a + 3, b + 3], fill=colour)
-        d.text((right - 6, top + 6 + 14 * i), label, fill=colour, font=FONT, anchor="ra")
+        if label:
+            d.text((right - 6, top + 6 + 14 * labels), label, fill=colour, font=FONT, anchor="ra")
+            labels += 1
     return img
 
 
@@ -198,6 +202,24 @@ def fig_elbo_per_t(m, args):
         parts = [100 * part.sum() / s.sum() for part in (s[:T // 4], s[T // 4:-T // 4], s[-T // 4:])]
         print(f"{name}: {parts[0]:.0f}% of the loss from t <= T/4, {parts[1]:.0f}% from the middle, {parts[2]:.0f}% "
               f"from t > 3T/4")
+
+
+def fig_pos_init(m, args):
+    """Training ELBO of unconditional priors whose position embeddings start random or as 2D sines and cosines,
+    from out/pos_random_S and out/pos_sincos_S (the tutorial's commands), every seed found."""
+    curves = []
+    for init, colour in (("random", COLOURS[1]), ("sincos", COLOURS[0])):
+        runs = sorted(args.out_dir.glob(f"pos_{init}_*/absorbing_log.jsonl"))
+        for path in runs:
+            records = [json.loads(line) for line in path.read_text().splitlines()]
+            steps, elbo = np.array([(r["step"], r["elbo"]) for r in records if "elbo" in r]).T
+            smooth = np.convolve(elbo, np.ones(5) / 5, mode="valid")  # the mean over 5 log lines (100 steps)
+            curves.append((f"--pos-init {init}, {len(runs)} seeds" if path == runs[0] else "", steps[4:], smooth,
+                           colour))
+            print(f"{path.parent.name}: validation ELBO " + ", ".join(
+                f"step {r['step']}: {r['val_elbo']:.3f}" for r in records if "val_elbo" in r))
+    save(chart(curves, "training ELBO, mean of 100 steps", "training step", "bits per token", w=520, h=320),
+         args.fig_dir / "pos_init.png")
 
 
 def fig_val_elbo(m, args):
