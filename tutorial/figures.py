@@ -210,6 +210,9 @@ def fig_pos_init(m, args):
     curves = []
     for init, colour in (("random", COLOURS[1]), ("sincos", COLOURS[0])):
         runs = sorted(args.out_dir.glob(f"pos_{init}_*/absorbing_log.jsonl"))
+        if not runs:
+            raise SystemExit(f"error: pos_init plots {args.out_dir}/pos_{init}_S/absorbing_log.jsonl; train one with "
+                             f"the tutorial's Section 2 commands")
         for path in runs:
             records = [json.loads(line) for line in path.read_text().splitlines()]
             steps, elbo = np.array([(r["step"], r["elbo"]) for r in records if "elbo" in r]).T
