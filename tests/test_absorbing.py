@@ -482,6 +482,9 @@ def test_bad_flags_are_rejected(capsys):
     with pytest.raises(SystemExit):
         A.get_args(["--n-embd", "100", "--n-head", "3"])
     assert "not divisible by --n-head 3" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        A.get_args(["--pos-init", "zeros"])
+    assert "invalid choice: 'zeros'" in capsys.readouterr().err
 
 
 def run(folder, *flags):
