@@ -204,6 +204,14 @@ def fig_elbo_per_t(m, args):
               f"from t > 3T/4")
 
 
+def training_log(path, window):
+    """(records, steps, ELBO) of an absorbing.py log: every record, and the training ELBO averaged over `window`
+    log lines, with the step of the last line of each window."""
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    steps, elbo = np.array([(r["step"], r["elbo"]) for r in records if "elbo" in r]).T
+    return records, steps[window - 1:], np.convolve(elbo, np.ones(window) / window, mode="valid")
+
+
 def fig_pos_init(m, args):
     """Training ELBO of unconditional priors whose position embeddings start random or as 2D sines and cosines,
     from out/pos_random_S and out/pos_sincos_S (the tutorial's commands), every seed found."""
@@ -214,11 +222,8 @@ def fig_pos_init(m, args):
             raise SystemExit(f"error: pos_init plots {args.out_dir}/pos_{init}_S/absorbing_log.jsonl; train one with "
                              f"the tutorial's Section 2 commands")
         for path in runs:
-            records = [json.loads(line) for line in path.read_text().splitlines()]
-            steps, elbo = np.array([(r["step"], r["elbo"]) for r in records if "elbo" in r]).T
-            smooth = np.convolve(elbo, np.ones(5) / 5, mode="valid")  # the mean over 5 log lines (100 steps)
-            curves.append((f"--pos-init {init}, {len(runs)} seeds" if path == runs[0] else "", steps[4:], smooth,
-                           colour))
+            records, steps, smooth = training_log(path, 5)  # 5 log lines: 100 steps
+            curves.append((f"--pos-init {init}, {len(runs)} seeds" if path == runs[0] else "", steps, smooth, colour))
             print(f"{path.parent.name}: validation ELBO " + ", ".join(
                 f"step {r['step']}: {r['val_elbo']:.3f}" for r in records if "val_elbo" in r))
     save(chart(curves, "training ELBO, mean of 100 steps", "training step", "bits per token", w=520, h=320),
@@ -229,10 +234,8 @@ def fig_val_elbo(m, args):
     curves, val = [], []
     for name, path, colour in (("reweighted_elbo", args.out_dir / "absorbing_log.jsonl", COLOURS[1]),
                                ("elbo", args.out_dir / "elbo_run" / "absorbing_log.jsonl", COLOURS[0])):
-        records = [json.loads(line) for line in path.read_text().splitlines()]
-        steps, elbo = np.array([(r["step"], r["elbo"]) for r in records if "elbo" in r]).T
-        smooth = np.convolve(elbo, np.ones(10) / 10, mode="valid")  # the mean over 10 log lines (200 steps)
-        curves.append((f"{name}: training batches, mean of 200 steps", steps[9:], smooth, colour))
+        records, steps, smooth = training_log(path, 10)  # 10 log lines: 200 steps
+        curves.append((f"{name}: training batches, mean of 200 steps", steps, smooth, colour))
         records = [r for r in records if "val_elbo" in r]
         val.append((f"{name}: validation (EMA weights), dots", [r["step"] for r in records],
                     [r["val_elbo"] for r in records], colour))
