@@ -116,6 +116,8 @@ class PriorConfig:
     pos_init: str = "sincos"      # or "random": how the learned position embeddings start
 
 
+MAX_STEPS = 4000  # the default run length: 13 points of valid samples more than 2000 on shapes (README)
+
 PRIOR_PRESETS = {
     "small": dict(n_layer=4, n_head=4, n_embd=128),
     "paper": dict(n_layer=24, n_head=8, n_embd=512),  # Appendix A: 24 layers, 8 heads of 64 dims
@@ -409,11 +411,12 @@ def main(args):
         out.mkdir(parents=True, exist_ok=True)
     ckpt = load_checkpoint(ckpt_path, "absorbing") if args.resume else None
     if ckpt is not None:  # the run's settings come from the checkpoint; --max-steps may grow
-        max_steps = args.max_steps
+        max_steps = args.max_steps or ckpt["args"]["max_steps"]  # not the current default: the run's own length
         keep = ("resume", "device", "max_steps", "out_dir")
         vars(args).update({k: v for k, v in ckpt["args"].items() if k not in keep})
         args.max_steps = max(max_steps, ckpt["step"])
         args.lr_decay = ckpt["args"].get("lr_decay", "constant")  # checkpoints from before --lr-decay: constant
+    args.max_steps = args.max_steps or MAX_STEPS
     codes, K, vqgan_path = load_codes(args.codes, args.codebook_size)
     train_codes, val_codes = split_codes(codes.flatten(1))
     labels, classes = load_labels(args.codes, len(codes))
@@ -551,7 +554,8 @@ def get_args(argv=None):
                    help="fraction of examples trained without their class, for guidance (default 0.1 when the codes "
                         "have labels.npy beside them; 1 trains an unconditional model)")
     p.add_argument("--diffusion-steps", type=positive_int, default=None, help="T (default N = h*w, as the paper)")
-    p.add_argument("--max-steps", type=positive_int, default=4000, help="training steps")
+    p.add_argument("--max-steps", type=positive_int, default=None,
+                   help=f"training steps (default {MAX_STEPS}; with --resume, the checkpoint's run length)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="global batch size (split over torchrun ranks)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (the paper: 2e-4, FFHQ 1e-4)")
     p.add_argument("--warmup-steps", type=positive_int, default=100, help="linear warm-up (the paper: 10000-30000)")

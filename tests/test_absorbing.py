@@ -543,6 +543,22 @@ def test_resume_continues_the_same_run(tmp_path):
             assert torch.equal(ca[part][k], cb[part][k]), (part, k)
 
 
+def test_an_interrupted_run_resumes_to_its_own_length_not_the_default(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    write_codes(a)
+    write_codes(b)
+    run(a, "--max-steps", "12", "--eval-every", "100")
+    run(b, "--max-steps", "5", "--eval-every", "100")
+    ckpt = C.load_checkpoint(b / "absorbing.pt", "absorbing")
+    ckpt["args"]["max_steps"] = 12  # as if a 12-step run had stopped at step 5
+    torch.save(ckpt, b / "absorbing.pt")
+    A.main(A.get_args(["--codes", str(b / "codes.npy"), "--out-dir", str(b), "--resume"]))
+    ca, cb = (C.load_checkpoint(d / "absorbing.pt", "absorbing") for d in (a, b))
+    assert cb["step"] == 12 and cb["args"]["max_steps"] == 12
+    assert all(torch.equal(ca["ema"][k], cb["ema"][k]) for k in ca["ema"])
+    assert A.get_args([]).max_steps is None and A.MAX_STEPS == 4000  # resolved in main: 4000 for a new run
+
+
 def test_torchrun_two_processes_match_one_process(tmp_path, run_script):
     one, two = tmp_path / "one", tmp_path / "two"
     write_codes(one)
