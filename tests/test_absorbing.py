@@ -529,12 +529,18 @@ def test_labels_train_a_class_conditional_prior_and_none_an_unconditional_one(tm
     assert cond < uncond - 0.1
 
 
-def test_resume_continues_the_same_run(tmp_path):
+def a_whole_and_a_short_run(tmp_path):
+    """Folders a (a 12-step run) and b (the same run, 5 steps), with the same codes."""
     a, b = tmp_path / "a", tmp_path / "b"
     write_codes(a)
     write_codes(b)
     run(a, "--max-steps", "12", "--eval-every", "100")
     run(b, "--max-steps", "5", "--eval-every", "100")
+    return a, b
+
+
+def test_resume_continues_the_same_run(tmp_path):
+    a, b = a_whole_and_a_short_run(tmp_path)
     A.main(A.get_args(["--codes", str(b / "codes.npy"), "--out-dir", str(b), "--resume", "--max-steps", "12"]))
     ca, cb = (C.load_checkpoint(d / "absorbing.pt", "absorbing") for d in (a, b))
     assert ca["step"] == cb["step"] == 12
@@ -544,11 +550,7 @@ def test_resume_continues_the_same_run(tmp_path):
 
 
 def test_an_interrupted_run_resumes_to_its_own_length_not_the_default(tmp_path):
-    a, b = tmp_path / "a", tmp_path / "b"
-    write_codes(a)
-    write_codes(b)
-    run(a, "--max-steps", "12", "--eval-every", "100")
-    run(b, "--max-steps", "5", "--eval-every", "100")
+    a, b = a_whole_and_a_short_run(tmp_path)
     ckpt = C.load_checkpoint(b / "absorbing.pt", "absorbing")
     ckpt["args"]["max_steps"] = 12  # as if a 12-step run had stopped at step 5
     torch.save(ckpt, b / "absorbing.pt")
