@@ -38,11 +38,11 @@ from common import (CHECKPOINT_VERSION, ImageFolder, StepBatches, append_log, bf
 # aliases: shapes is 32px, ffhq, churches and bedrooms are 256px with the paper's number of steps for each.
 
 PAPER = dict(img_size=256, nf=128, ch_mult=(1, 1, 2, 2, 4), res_blocks=2, attn_resolutions=(16,), emb_dim=256,
-             codebook_size=1024, beta=0.25, local_encoder=False, restart_after=0, ndf=64, disc_layers=3,
+             codebook_size=1024, beta=0.25, local_encoder=False, restart_after=0, norm="group", ndf=64, disc_layers=3,
              disc_start=30001, lambda_max=1.0, perceptual_weight=1.0, lr=4.5e-6 * 4, lr_decay="constant",
              codebook_lr_mult=1.0, batch_size=4, max_steps=1_400_000)
 SMALL = dict(img_size=32, nf=32, ch_mult=(1, 2, 2), res_blocks=1, attn_resolutions=(8,), emb_dim=32,
-             codebook_size=128, beta=0.25, local_encoder=True, restart_after=50, ndf=32, disc_layers=2,
+             codebook_size=128, beta=0.25, local_encoder=True, restart_after=50, norm="position", ndf=32, disc_layers=2,
              disc_start=1000, lambda_max=1.0, perceptual_weight=0.0, lr=1e-3, lr_decay="cosine",
              codebook_lr_mult=10.0, batch_size=32, max_steps=1200)
 PRESETS = {
@@ -164,6 +164,7 @@ class VQGANConfig:
     beta: float = 0.25                # weight of the commitment term
     local_encoder: bool = False       # each code sees only its own patch (False: the paper's convolutional encoder)
     restart_after: int = 0            # move a code unused for this many steps onto an encoder output (0: never)
+    norm: str = "group"               # the paper's GroupNorm, or "position": LayerNorm at each position (PositionNorm)
 
     @classmethod
     def from_dict(cls, d):  # a checkpoint's plain values back to a config
@@ -174,15 +175,26 @@ class VQGANConfig:
         return 2 ** (len(self.ch_mult) - 1)
 
 
-def norm(ch):
+class PositionNorm(nn.LayerNorm):
+    """LayerNorm over the channels of each position on its own. GroupNorm's statistics are those of the whole image,
+    so what it makes of a background pixel depends on the shapes elsewhere in the image: the quick-start decoder
+    painted faint marks in the corners of backgrounds next to large shapes. Here a pixel depends on its inputs only."""
+
+    def forward(self, x):  # (B, C, H, W)
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def norm(ch, kind="group"):  # the paper's GroupNorm (32 groups), or PositionNorm
+    if kind == "position":
+        return PositionNorm(ch, eps=1e-6)
     return nn.GroupNorm(32 if ch % 32 == 0 else math.gcd(ch, 32), ch, eps=1e-6)
 
 
 class ResBlock(nn.Module):
-    def __init__(self, cin, cout):
+    def __init__(self, cin, cout, kind="group"):
         super().__init__()
-        self.norm1, self.conv1 = norm(cin), nn.Conv2d(cin, cout, 3, padding=1)
-        self.norm2, self.conv2 = norm(cout), nn.Conv2d(cout, cout, 3, padding=1)
+        self.norm1, self.conv1 = norm(cin, kind), nn.Conv2d(cin, cout, 3, padding=1)
+        self.norm2, self.conv2 = norm(cout, kind), nn.Conv2d(cout, cout, 3, padding=1)
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
         nn.init.zeros_(self.conv2.weight)  # each block starts as the identity: a small model learns much faster
         nn.init.zeros_(self.conv2.bias)
@@ -195,9 +207,9 @@ class ResBlock(nn.Module):
 class AttnBlock(nn.Module):
     """Single-head self-attention between all H*W positions of a feature map, with a residual."""
 
-    def __init__(self, ch):
+    def __init__(self, ch, kind="group"):
         super().__init__()
-        self.norm, self.qkv, self.proj = norm(ch), nn.Conv2d(ch, 3 * ch, 1), nn.Conv2d(ch, ch, 1)
+        self.norm, self.qkv, self.proj = norm(ch, kind), nn.Conv2d(ch, 3 * ch, 1), nn.Conv2d(ch, ch, 1)
         nn.init.zeros_(self.proj.weight)  # starts as the identity, like ResBlock
         nn.init.zeros_(self.proj.bias)
 
@@ -229,8 +241,8 @@ class Upsample(nn.Module):
 def middle(cfg, ch):
     """The blocks at the latent resolution between the encoder (or decoder) and the codes: residual, attention
     (when the latent size is in attn_resolutions, as in the paper's presets), residual."""
-    attention = [AttnBlock(ch)] if cfg.img_size // cfg.downsample in cfg.attn_resolutions else []
-    return [ResBlock(ch, ch), *attention, ResBlock(ch, ch)]
+    attention = [AttnBlock(ch, cfg.norm)] if cfg.img_size // cfg.downsample in cfg.attn_resolutions else []
+    return [ResBlock(ch, ch, cfg.norm), *attention, ResBlock(ch, ch, cfg.norm)]
 
 
 def encoder(cfg):
@@ -239,14 +251,14 @@ def encoder(cfg):
     layers, cin, res = [nn.Conv2d(3, chans[0], 3, padding=1)], chans[0], cfg.img_size
     for i, cout in enumerate(chans):
         for _ in range(cfg.res_blocks):
-            layers.append(ResBlock(cin, cout))
+            layers.append(ResBlock(cin, cout, cfg.norm))
             cin = cout
             if res in cfg.attn_resolutions:
-                layers.append(AttnBlock(cin))
+                layers.append(AttnBlock(cin, cfg.norm))
         if i < len(chans) - 1:
             layers.append(Downsample(cin))
             res //= 2
-    layers += [*middle(cfg, cin), norm(cin), nn.SiLU(), nn.Conv2d(cin, cfg.emb_dim, 3, padding=1)]
+    layers += [*middle(cfg, cin), norm(cin, cfg.norm), nn.SiLU(), nn.Conv2d(cin, cfg.emb_dim, 3, padding=1)]
     return nn.Sequential(*layers)
 
 
@@ -279,14 +291,14 @@ def decoder(cfg):
     layers = [nn.Conv2d(cfg.emb_dim, cin, 3, padding=1), *middle(cfg, cin)]
     for i, cout in enumerate(chans):
         for _ in range(cfg.res_blocks):
-            layers.append(ResBlock(cin, cout))
+            layers.append(ResBlock(cin, cout, cfg.norm))
             cin = cout
             if res in cfg.attn_resolutions:
-                layers.append(AttnBlock(cin))
+                layers.append(AttnBlock(cin, cfg.norm))
         if i < len(chans) - 1:
             layers.append(Upsample(cin))
             res *= 2
-    layers += [norm(cin), nn.SiLU(), nn.Conv2d(cin, 3, 3, padding=1)]
+    layers += [norm(cin, cfg.norm), nn.SiLU(), nn.Conv2d(cin, 3, 3, padding=1)]
     return nn.Sequential(*layers)
 
 
@@ -643,6 +655,9 @@ def get_args(argv=None):
     p.add_argument("--codebook-size", type=positive_int, default=None, help="number K of codes")
     p.add_argument("--local-encoder", choices=["on", "off"], default=None,
                    help="on: each code is computed from its own f x f patch only; off: the paper's encoder")
+    p.add_argument("--norm", choices=["group", "position"], default=None,
+                   help="normalisation in the encoder and decoder: the paper's GroupNorm (statistics of the whole "
+                        "image) or PositionNorm (a LayerNorm at each position)")
     p.add_argument("--restart-after", type=int, default=None,
                    help="move a code no position chose for this many steps onto an encoder output (0: never)")
     p.add_argument("--beta", type=float, default=None, help="weight of the commitment loss")

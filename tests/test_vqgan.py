@@ -362,6 +362,27 @@ def test_the_local_encoder_sees_only_its_own_patch():
     assert V.code_redundancy(images, paper_codes)[0] > 0  # the paper's encoder sees the context
 
 
+def test_position_norm_normalises_each_position_alone_where_group_norm_sees_the_image():
+    torch.manual_seed(0)
+    x = torch.randn(2, 32, 5, 6) * 3 + 1
+    pn, gn = V.norm(32, "position"), V.norm(32, "group")
+    torch.nn.init.normal_(pn.weight)
+    torch.nn.init.normal_(pn.bias)
+    by_hand = torch.empty_like(x)
+    for b in range(2):
+        for i in range(5):
+            for j in range(6):
+                v = x[b, :, i, j]
+                by_hand[b, :, i, j] = (v - v.mean()) / (v.var(unbiased=False) + 1e-6).sqrt() * pn.weight + pn.bias
+    assert torch.allclose(pn(x), by_hand, atol=1e-5)
+    y = x.clone()
+    y[:, :, 4, 5] += 10  # something bright in the far corner
+    assert torch.equal(pn(y)[:, :, :4], pn(x)[:, :, :4])  # every other position: unchanged
+    assert not torch.allclose(gn(y)[:, :, :4], gn(x)[:, :, :4])  # GroupNorm: the whole image moves
+    assert V.VQGAN(V.VQGANConfig(norm="position")).decoder[-3].__class__ is V.PositionNorm
+    assert isinstance(V.VQGAN(V.VQGANConfig()).decoder[-3], torch.nn.GroupNorm)  # the paper's, by default
+
+
 def test_codes_unused_for_restart_after_steps_move_onto_encoder_outputs():
     torch.manual_seed(0)
     model = V.VQGAN(V.VQGANConfig(codebook_size=16, emb_dim=8, restart_after=2)).train()
