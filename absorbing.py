@@ -114,13 +114,14 @@ class PriorConfig:
     n_classes: int = 0            # > 0: class-conditional; class id n_classes is "no class" (classifier-free guidance)
     model: str = "absorbing"      # or "autoregressive": the same blocks with a causal mask, codes in raster order
     pos_init: str = "sincos"      # or "random": how the learned position embeddings start
+    conv: int = 0                 # > 0: depthwise convolutions of this kernel in each block (0: the paper's blocks)
 
 
-MAX_STEPS = 4000  # the default run length: 13 points of valid samples more than 2000 on shapes (README)
+MAX_STEPS = 6000  # the default run length: on shapes, 8 points of valid samples more than 4000 (README)
 
 PRIOR_PRESETS = {
-    "small": dict(n_layer=4, n_head=4, n_embd=128),
-    "paper": dict(n_layer=24, n_head=8, n_embd=512),  # Appendix A: 24 layers, 8 heads of 64 dims
+    "small": dict(n_layer=4, n_head=4, n_embd=128, conv=3),
+    "paper": dict(n_layer=24, n_head=8, n_embd=512, conv=0),  # Appendix A: 24 layers, 8 heads of 64 dims
 }
 
 
@@ -150,7 +151,21 @@ def sincos_2d(h, w, C):  # -> (h * w, C); columns past 4q (when 4 does not divid
     return 0.1 * e
 
 
+def depthwise(channels, k):
+    """A depthwise k x k convolution that starts at zero: as a residual branch it starts as nothing at all."""
+    conv = nn.Conv2d(channels, channels, k, padding=k // 2, groups=channels)
+    nn.init.zeros_(conv.weight)
+    nn.init.zeros_(conv.bias)
+    return conv
+
+
 class Block(nn.Module):
+    """A pre-LayerNorm Transformer block. With cfg.conv = k > 0 it also looks at its neighbours on the h x w grid:
+    a depthwise k x k convolution of the (normalised) codes before the attention, and one of the MLP's 4C hidden
+    units between its two layers (CvT's and PVTv2's convolutions), both residuals that start at zero, so that the
+    block starts as the paper's. For the autoregressive model their kernels are causal in raster order, like its
+    attention (PixelCNN's masked convolution)."""
+
     def __init__(self, cfg):
         super().__init__()
         self.n_head, self.dropout, self.causal = cfg.n_head, cfg.dropout, cfg.model == "autoregressive"
@@ -159,16 +174,34 @@ class Block(nn.Module):
         C = cfg.n_embd
         self.mlp = nn.Sequential(nn.Linear(C, 4 * C), nn.GELU(), nn.Linear(4 * C, C))
         self.drop = nn.Dropout(cfg.dropout)
+        self.grid, k = (cfg.latent_h, cfg.latent_w), cfg.conv
+        self.conv = None
+        if k:
+            self.ln0, self.conv_in, self.conv = nn.LayerNorm(C), depthwise(C, k), depthwise(4 * C, k)
+            r, c = torch.meshgrid(torch.arange(k) - k // 2, torch.arange(k) - k // 2, indexing="ij")
+            self.register_buffer("kernel_mask", ((r < 0) | ((r == 0) & (c <= 0)) | (not self.causal)).float(),
+                                 persistent=False)  # (k, k): 1 where a tap may look (causal: rows above, left)
+
+    def neighbours(self, conv, u):  # (B, N, H) -> (B, N, H): conv of u over the h x w grid of row-major positions
+        B, N, H = u.shape
+        grid = u.transpose(1, 2).reshape(B, H, *self.grid)
+        out = F.conv2d(grid, conv.weight * self.kernel_mask, conv.bias, padding=conv.padding, groups=H)
+        return out.flatten(2).transpose(1, 2)
 
     def forward(self, x):  # (B, N, C)
         B, N, C = x.shape
+        if self.conv is not None:
+            x = x + self.neighbours(self.conv_in, self.ln0(x))
         qkv = self.qkv(self.ln1(x)).view(B, N, 3, self.n_head, C // self.n_head)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, n_head, N, head size)
         # absorbing: no mask, every code attends to every code; autoregressive: each only to itself and earlier ones
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
                                            is_causal=self.causal)
         x = x + self.drop(self.proj(y.transpose(1, 2).reshape(B, N, C)))
-        return x + self.drop(self.mlp(self.ln2(x)))
+        u = self.mlp[0](self.ln2(x))  # (B, N, 4C)
+        if self.conv is not None:
+            u = u + self.neighbours(self.conv, u)
+        return x + self.drop(self.mlp[2](self.mlp[1](u)))
 
 
 class Transformer(nn.Module):
@@ -327,13 +360,32 @@ def step_shares(steps, grid="uniform"):  # -> (S,)
     return still[:-1] - still[1:]
 
 
-def reveal_schedule(known, steps, grid="uniform", generator=None):
-    """The sampling step (S, ..., 1) at which each unknown code is revealed, (B, N) long, 0 where known. The reverse
+# How many codes are revealed by the end of each of S steps, from m unknown ones: round(m * the grid's cumulative
+# share), kept to at least one code a step while codes remain and never more than leaves one for each later step.
+def step_counts(m, steps, grid="uniform"):  # m (B,) -> (B, S), non-decreasing, ending at m
+    j = torch.arange(1, steps + 1)
+    done = (step_shares(steps, grid).cumsum(0) * m[:, None]).round().long()  # (B, S)
+    room = m[:, None] - steps + j  # the most that can be done by step j while leaving a code for each later step
+    return done.clamp(torch.minimum(j, room.clamp(min=0)), torch.maximum(room, torch.minimum(j, m[:, None])))
+
+
+def reveal_schedule(known, steps, grid="uniform", generator=None, counts="exact"):
+    """The sampling step (S, ..., 1) at which each unknown code is revealed, (B, ...) long, 0 where known. The reverse
     process reveals each still-masked code at time t with probability 1/t; so a code masked at t_start is revealed at
-    time s with probability prod_{r>s}(1 - 1/r) * 1/s = 1/t_start: a uniform time, drawn up front. With S steps each
-    code's step is drawn from step_shares(S, grid), independently of the others."""
-    first = torch.multinomial(step_shares(steps, grid), known.numel(), replacement=True, generator=generator)
-    return torch.where(known, 0, steps - first.view(known.shape))  # first = 0 is step S
+    time s with probability prod_{r>s}(1 - 1/r) * 1/s = 1/t_start: a uniform time, drawn up front.
+    counts 'binomial': each code's step is drawn from step_shares(S, grid) on its own, the paper's process as written
+    (at S = t_start, each masked code revealed with probability 1/t). Some steps then reveal several codes, each drawn
+    from p(x_0 | x_t) without seeing the others, and some reveal none.
+    counts 'exact': each row's unknown codes are revealed in a uniformly random order, step j of S revealing exactly
+    its share (step_counts): at S = t_start one code a step. That is the paper's process in the limit of many steps
+    (T -> infinity, where no two codes are revealed at once), and each code's step is still uniform."""
+    if counts == "binomial":
+        first = torch.multinomial(step_shares(steps, grid), known.numel(), replacement=True, generator=generator)
+        return torch.where(known, 0, steps - first.view(known.shape))  # first = 0 is step S
+    flat = known.reshape(len(known), -1)  # (B, N)
+    rank = torch.rand(flat.shape, generator=generator).masked_fill(flat, 2.0).argsort(1).argsort(1)  # 0 goes first
+    first = torch.searchsorted(step_counts((~flat).sum(1), steps, grid), rank, right=True)  # steps done before it
+    return torch.where(flat, 0, steps - first).view(known.shape)
 
 
 def denoise(model, x, reveal, temperature=1.0):
@@ -357,16 +409,16 @@ def draw(probs, generator=None):  # (M, K) -> (M,)
 
 @torch.no_grad()
 def sample(model, x, mask_id, t_start=None, steps=None, temperature=1.0, seed=0, predict=denoise, on_step=None,
-           progress=False, grid="uniform"):
+           progress=False, grid="uniform", counts="exact"):
     """The reverse process from x (B, ...): codes where known, mask_id (K) elsewhere; all masks for a new sample.
-    Returns x_0. Each step reveals the codes its schedule gives it, drawn from predict(model, x_t, reveal,
-    temperature); a step that reveals nothing costs nothing (its x_t is the next step's). on_step(x) sees each
-    new x_t. grid: how the codes are shared among the steps (step_shares): 'uniform' is exact for S = t_start."""
+    Returns x_0. Each step reveals the codes its schedule gives it (reveal_schedule: grid and counts), drawn from
+    predict(model, x_t, reveal, temperature); a step that reveals nothing costs nothing (its x_t is the next step's).
+    on_step(x) sees each new x_t."""
     device = x.device
     known = (x != mask_id).cpu()
     t_start = t_start or int((~known).flatten(1).sum(1).max())  # the paper's t for inpainting: the masked count
     steps = min(steps or t_start, t_start)
-    when = reveal_schedule(known, steps, grid, torch.Generator().manual_seed(seed))  # on the CPU: no GPU syncs
+    when = reveal_schedule(known, steps, grid, torch.Generator().manual_seed(seed), counts)  # on the CPU: no GPU syncs
     g = torch.Generator(device).manual_seed(seed + 1)
     x = x.clone()
     for k in tqdm(range(steps, 0, -1), desc="sample", disable=not progress, leave=False):
@@ -430,7 +482,8 @@ def main(args):
     h, w = codes.shape[1:]
     cfg = PriorConfig(**ckpt["config"]) if ckpt else PriorConfig(
         codebook_size=K, latent_h=h, latent_w=w, n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd,
-        dropout=args.dropout, n_classes=len(classes) if conditional else 0, model=args.model, pos_init=args.pos_init)
+        dropout=args.dropout, n_classes=len(classes) if conditional else 0, model=args.model, pos_init=args.pos_init,
+        conv=args.conv)
     if (cfg.codebook_size, cfg.latent_h, cfg.latent_w) != (K, h, w):
         raise SystemExit(f"error: {args.codes} has {h}x{w} codes from {K}, but the checkpoint's model was trained "
                          f"on {cfg.latent_h}x{cfg.latent_w} codes from {cfg.codebook_size}")
@@ -542,6 +595,9 @@ def get_args(argv=None):
     p.add_argument("--n-layer", type=positive_int, default=None, help="Transformer blocks (default: the preset's)")
     p.add_argument("--n-head", type=positive_int, default=None, help="attention heads (default: the preset's)")
     p.add_argument("--n-embd", type=positive_int, default=None, help="width (default: the preset's)")
+    p.add_argument("--conv", type=int, default=None,
+                   help="kernel of the depthwise convolutions in each block (before the attention and in the MLP), 0 "
+                        "for none: the paper's Transformer (default: the preset's, 3 for small, 0 for paper)")
     p.add_argument("--dropout", type=float, default=0.0, help="dropout rate")
     p.add_argument("--pos-init", choices=["sincos", "random"], default="sincos",
                    help="how the learned position embeddings start: 2D sines and cosines, or random (std 0.02)")
@@ -587,6 +643,8 @@ def get_args(argv=None):
             setattr(args, k, v)
     if args.class_dropout is not None and not 0 <= args.class_dropout <= 1:
         p.error(f"--class-dropout must be in [0, 1], got {args.class_dropout}")
+    if args.conv < 0 or args.conv % 2 == 0 and args.conv:
+        p.error(f"--conv must be 0 or an odd kernel size, got {args.conv}")
     if args.n_embd % args.n_head:
         p.error(f"--n-embd {args.n_embd} is not divisible by --n-head {args.n_head}")
     if args.batch_size % int(os.environ.get("WORLD_SIZE", 1)):

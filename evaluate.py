@@ -368,9 +368,11 @@ def matmul_peak(device, dtype, n=4096, repeat=20):
 
 def forward_flops(cfg, rows, positions):
     """Matmul FLOPs of one forward pass on `rows` grids of N codes, with the last layer at `positions` of them:
-    per block 24 N C^2 (qkv, projection, MLP) + 4 N^2 C (attention), then 2 C K per output position."""
-    N, C = cfg.latent_h * cfg.latent_w, cfg.n_embd
-    return rows * cfg.n_layer * (24 * N * C * C + 4 * N * N * C) + positions * 2 * C * cfg.codebook_size
+    per block 24 N C^2 (qkv, projection, MLP) + 4 N^2 C (attention) + 2 k^2 (C + 4C) N (its depthwise k x k
+    convolutions, when cfg.conv = k), then 2 C K per output position."""
+    N, C, k = cfg.latent_h * cfg.latent_w, cfg.n_embd, cfg.conv
+    block = 24 * N * C * C + 4 * N * N * C + 2 * k * k * 5 * C * N
+    return rows * cfg.n_layer * block + positions * 2 * C * cfg.codebook_size
 
 
 class Counted:

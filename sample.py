@@ -233,11 +233,13 @@ def main(args):
         raise SystemExit(f"error: --latent-size {H} {W} is smaller than the prior's {h}x{w} window")
     predict = mixture_denoiser(h, w, args.window_stride) if (H, W) != (h, w) else denoise
     autoregressive = model.cfg.model == "autoregressive"
-    if autoregressive and (args.inpaint or (H, W) != (h, w) or args.sampler != "random" or args.sample_steps):
+    if autoregressive and (args.inpaint or (H, W) != (h, w) or args.sampler or args.sample_steps):
         raise SystemExit("error: an autoregressive prior samples new images of its training size in raster order, one "
                          "code per network call: drop --inpaint, --latent-size, --sampler and --sample-steps")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+
+    sampler = args.sampler or "cosine"
 
     def run(x, seed, on_step=None, label=None):  # the chosen --sampler, at most --sample-steps network calls
         masked = int((x == K).flatten(1).sum(1).max())
@@ -252,15 +254,16 @@ def main(args):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             if autoregressive:
                 return sample_autoregressive(counted, x.view(len(x), -1), args.temperature, seed).view(x.shape)
-            if args.sampler == "confidence":
+            if sampler == "confidence":
                 return confidence_sample(counted, x, K, steps, args.temperature, seed, predict, on_step=on_step)
-            if args.sampler == "remask":
+            if sampler == "remask":
                 fix = min(args.remask_steps if args.remask_steps is not None else steps // 2, steps - 1)
                 x_0 = sample(counted, x, K, steps=max(steps - fix, 1), temperature=args.temperature, seed=seed,
-                             predict=predict, on_step=on_step, progress=True)
+                             predict=predict, on_step=on_step, progress=True, counts=args.counts)
                 return remask(counted, x_0, x == K, fix, args.remask_fraction, K, args.temperature, seed, predict)
             return sample(counted, x, K, steps=steps, temperature=args.temperature, seed=seed, predict=predict,
-                          on_step=on_step, progress=True, grid="cosine" if args.sampler == "cosine" else "uniform")
+                          on_step=on_step, progress=True, grid="cosine" if sampler == "cosine" else "uniform",
+                          counts=args.counts)
 
     if args.inpaint:
         codes, image, masked = inpaint_inputs(vqgan, args.inpaint, args.mask, K, device)
@@ -287,7 +290,7 @@ def main(args):
         images[idx] = to_uint8(decode(vqgan, x, bf16, whole=args.decode == "whole"))
         of_class = "" if c is None else f" of class {ckpt['classes'][c]}"
         took = time.time() - start
-        how = "autoregressive prior (raster order)" if autoregressive else f"{args.sampler} sampler"
+        how = "autoregressive prior (raster order)" if autoregressive else f"{sampler} sampler"
         print(f"batch of {len(idx)}{of_class}: {took:.2f} s to sample {H}x{W} codes with the {how} "
               f"in {calls[0]} network calls ({took / len(idx):.3f} s per image)")
     save_grid(images, out, nrow=int(np.ceil(np.sqrt(len(images)))))
@@ -322,9 +325,14 @@ def get_args(argv=None):
     p.add_argument("--batch-size", type=positive_int, default=64, help="images sampled at once")
     p.add_argument("--sample-steps", type=positive_int, default=None,
                    help="network calls at most (default: one per masked code, N for a new sample)")
-    p.add_argument("--sampler", choices=["random", "confidence", "cosine", "remask"], default="random",
-                   help="random: the paper's reverse process; confidence: MaskGIT's, most confident codes first; "
-                        "cosine: random on MD4's cosine grid of steps; remask: random, then ReMDM-style correctors")
+    p.add_argument("--sampler", choices=["random", "confidence", "cosine", "remask"], default=None,
+                   help="cosine (the default): the paper's reverse process on MD4's cosine grid of steps, few codes "
+                        "first; random: the same on a uniform grid (at S = N both reveal one code a step); "
+                        "confidence: MaskGIT's, most confident codes first; remask: random, then ReMDM's correctors")
+    p.add_argument("--counts", choices=["exact", "binomial"], default="exact",
+                   help="random, cosine, remask: each step reveals exactly its share of the codes, in a random order "
+                        "(one a step at S = N), or each code's step is drawn on its own (binomial: the paper's process "
+                        "as written, which can reveal several codes in one step without letting them see each other)")
     p.add_argument("--remask-steps", type=int, default=None,
                    help="remask: how many of the --sample-steps calls are corrector steps (default half)")
     p.add_argument("--remask-fraction", type=float, default=0.1, help="remask: share of the codes redrawn per step")

@@ -114,6 +114,27 @@ def process_distribution(model, reveal_probs):
     return dist
 
 
+def exact_count_distribution(model, counts):
+    """The exact distribution of samples when step j reveals exactly counts[j] of the masked codes, a subset of that
+    size chosen uniformly at random, each code drawn as v with p(v | x_t): by enumeration of every subset and value."""
+    dist = {tuple([MASK] * N): 1.0}
+    for n in counts:
+        new = {}
+        for s, ps in dist.items():
+            p_x0 = model(torch.tensor([s]))[0].exp().tolist()
+            subsets = list(itertools.combinations([i for i, c in enumerate(s) if c == MASK], n))
+            for subset in subsets:
+                for values in itertools.product(range(K), repeat=n):
+                    key = list(s)
+                    for i, v in zip(subset, values):
+                        key[i] = v
+                    p = ps / len(subsets) * math.prod(p_x0[i][v] for i, v in zip(subset, values))
+                    new[tuple(key)] = new.get(tuple(key), 0.0) + p
+        dist = new
+    assert math.isclose(sum(dist.values()), 1.0) and all(MASK not in s for s in dist)
+    return dist
+
+
 def skip_probs(steps, grid="uniform"):
     """The reveal probability of each sampling step (S, ..., 1) for a code still masked before it, by hand: 1/k for the
     uniform grid (the reverse process with T = S); for the cosine grid, the drop in the masked fraction cos(pi/2 j/S)
@@ -216,7 +237,8 @@ def test_each_loss_weighs_t_as_its_formula():
 @pytest.mark.parametrize("steps,grid", [(3, "uniform"), (2, "uniform"), (3, "cosine"), (2, "cosine")])
 def test_sampler_matches_the_exact_process_distribution(steps, grid):
     model = oracle(random_joint(seed=4))
-    x = A.sample(model, torch.full((60000, N), MASK), MASK, t_start=N, steps=steps, seed=11, grid=grid)
+    x = A.sample(model, torch.full((60000, N), MASK), MASK, t_start=N, steps=steps, seed=11, grid=grid,
+                 counts="binomial")
     counts = np.array([(state_id(x) == state_id(torch.tensor([s]))).sum().item() for s in DATA])
     expected = process_distribution(model, skip_probs(steps, grid))
     probs = np.array([expected[s] for s in DATA])
@@ -230,7 +252,7 @@ def test_sampler_matches_the_exact_process_distribution(steps, grid):
 def test_reveal_schedule_reveals_every_unknown_code_once_equally_per_step(steps):
     known = torch.rand(400, 256, generator=torch.Generator().manual_seed(0)) < 0.3
     for grid in ("uniform", "cosine"):
-        when = A.reveal_schedule(known, steps, grid, torch.Generator().manual_seed(1))
+        when = A.reveal_schedule(known, steps, grid, torch.Generator().manual_seed(1), counts="binomial")
         assert (when[known] == 0).all() and (when[~known] >= 1).all() and (when <= steps).all()
         per_step = torch.stack([(when == k).sum() for k in range(steps, 0, -1)]).double()  # from the first step
         assert per_step.sum() == (~known).sum()  # every unknown code, once
@@ -239,6 +261,42 @@ def test_reveal_schedule_reveals_every_unknown_code_once_equally_per_step(steps)
         expected = (~known).sum() * share
         if steps > 1:  # uniform: every step equal in expectation
             assert chisquare(per_step.numpy(), expected.numpy()).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("steps,grid", [(3, "uniform"), (2, "uniform"), (2, "cosine")])
+def test_exact_counts_sample_their_process_and_one_code_a_step_samples_the_data(steps, grid):
+    joint = random_joint(seed=4)
+    model = oracle(joint)
+    x = A.sample(model, torch.full((60000, N), MASK), MASK, t_start=N, steps=steps, seed=11, grid=grid)
+    counts = np.array([(state_id(x) == state_id(torch.tensor([s]))).sum().item() for s in DATA])
+    per_step = torch.diff(A.step_counts(torch.tensor([N]), steps, grid)[0], prepend=torch.zeros(1, dtype=torch.long))
+    assert per_step.tolist() == {3: [1, 1, 1], 2: [2, 1] if grid == "uniform" else [1, 2]}[steps]
+    expected = exact_count_distribution(model, per_step.tolist())
+    assert chisquare(counts, np.array([expected[s] for s in DATA]) * counts.sum()).pvalue > 1e-3
+    if steps == N:  # one code a step with the true conditionals is the chain rule in a random order: the data itself
+        assert all(math.isclose(expected[s], joint[s].item(), rel_tol=1e-9) for s in DATA)
+        paper = process_distribution(model, skip_probs(N))  # the binomial process at S = T = N is not (TV 0.13)
+        assert chisquare(counts, np.array([paper[s] for s in DATA]) * counts.sum()).pvalue < 1e-6
+
+
+@pytest.mark.parametrize("steps", [256, 200, 50, 16, 5, 1])
+def test_exact_counts_follow_the_grid_with_at_least_one_code_a_step(steps):
+    known = torch.rand(400, 256, generator=torch.Generator().manual_seed(0)) < 0.3
+    m = (~known).sum(1)  # (B,) 163 to 200 unknown codes
+    j = torch.arange(1, steps + 1, dtype=torch.float64)
+    for grid, done_share in (("uniform", j / steps), ("cosine", 1 - torch.cos(math.pi / 2 * j / steps))):
+        when = A.reveal_schedule(known, steps, grid, torch.Generator().manual_seed(1))
+        assert (when[known] == 0).all() and (when[~known] >= 1).all() and (when <= steps).all()
+        per_step = torch.stack([(when == k).sum(1) for k in range(steps, 0, -1)], 1)  # (B, S), from the first step
+        assert (per_step.sum(1) == m).all()  # every unknown code, once
+        if steps <= 163:  # each step reveals its share of the codes, rounded, and at least one
+            assert (per_step >= 1).all()
+            wanted = torch.maximum(j, m[:, None] * done_share)  # (B, S) codes revealed by the end of each step
+            assert ((per_step.cumsum(1) - wanted).abs() <= 0.5 + 1e-9).all()
+    # fewer unknown codes than steps (rows of one batch can differ): at most one a step, all of them revealed
+    few = torch.arange(8)[None] >= 3  # 3 unknown of 8
+    when = A.reveal_schedule(~few, 5, "cosine", torch.Generator().manual_seed(2))
+    assert sorted(when[few].tolist()) == sorted(set(when[few].tolist())) and (when[few] >= 1).all()
 
 
 class Spy:
@@ -253,9 +311,9 @@ class Spy:
         return self.model(x_t, positions)
 
 
-def naive_sample(model, x, t_start, steps, temperature, seed):
+def naive_sample(model, x, t_start, steps, temperature, seed, counts):
     """The reverse process written without shortcuts: the network runs on the whole batch at every step."""
-    when = A.reveal_schedule(x != MASK, steps, generator=torch.Generator().manual_seed(seed))
+    when = A.reveal_schedule(x != MASK, steps, generator=torch.Generator().manual_seed(seed), counts=counts)
     g = torch.Generator().manual_seed(seed + 1)
     x = x.clone()
     calls = 0
@@ -275,11 +333,13 @@ def test_skipping_silent_steps_changes_nothing_but_saves_calls(batch):
     x_T = torch.full((batch, 16), MASK)
     x_T[:, :5] = 1  # some known codes, as in inpainting
     spy = Spy(model)
-    fast = A.sample(spy, x_T, MASK, t_start=11, steps=11, temperature=0.7, seed=3)
-    slow, calls = naive_sample(model, x_T, 11, 11, 0.7, 3)
+    fast = A.sample(spy, x_T, MASK, t_start=11, steps=11, temperature=0.7, seed=3, counts="binomial")
+    slow, calls = naive_sample(model, x_T, 11, 11, 0.7, 3, "binomial")
     assert torch.equal(fast, slow)
     assert (fast[:, :5] == 1).all() and (fast < K).all()  # known codes kept; the mask is never drawn
-    when = A.reveal_schedule(x_T != MASK, 11, generator=torch.Generator().manual_seed(3))
+    exact = A.sample(model, x_T, MASK, t_start=11, steps=11, temperature=0.7, seed=3)  # exact counts: no silent step
+    assert torch.equal(exact, naive_sample(model, x_T, 11, 11, 0.7, 3, "exact")[0])
+    when = A.reveal_schedule(x_T != MASK, 11, generator=torch.Generator().manual_seed(3), counts="binomial")
     assert calls == 11 and spy.calls == len(when.unique()) - 1  # one call per step that reveals something
     assert spy.rows == sum(len((when == k).any(1).nonzero()) for k in range(1, 12)) < calls * batch
 
@@ -314,26 +374,27 @@ def test_revealed_codes_never_change():
 # ----------------------------------------------------------------------------- the autoregressive baseline
 
 
-def tiny_autoregressive(seed=0):
+def tiny_autoregressive(seed=0, h=1, w=N, conv=0):
     torch.manual_seed(seed)
-    model = A.Transformer(A.PriorConfig(codebook_size=K, latent_h=1, latent_w=N, n_layer=2, n_head=2, n_embd=16,
-                                        model="autoregressive")).eval()
+    model = A.Transformer(A.PriorConfig(codebook_size=K, latent_h=h, latent_w=w, n_layer=2, n_head=2, n_embd=16,
+                                        model="autoregressive", conv=conv)).eval()
     for p in model.parameters():  # weights large enough that the conditionals differ from uniform
         torch.nn.init.normal_(p, std=0.5)
     return model
 
 
-def test_autoregressive_mask_is_causal():
-    model = tiny_autoregressive()
-    x = torch.tensor([[0, 1, 2]])
+@pytest.mark.parametrize("h,w,conv", [(1, N, 0), (3, 3, 3), (3, 4, 3)])
+def test_autoregressive_mask_is_causal(h, w, conv):
+    model = tiny_autoregressive(0, h, w, conv)  # conv: the blocks' convolutions with their causal kernels too
+    x = torch.arange(h * w)[None] % K
     with torch.no_grad():
         base = model(x)
-        for j in range(N):
+        for j in range(h * w):
             changed = x.clone()
             changed[0, j] = (changed[0, j] + 1) % K
             out = model(changed)
             assert torch.equal(out[0, :j + 1], base[0, :j + 1])  # output i sees codes < i only
-            if j + 1 < N:
+            if j + 1 < h * w:
                 assert not torch.allclose(out[0, j + 1], base[0, j + 1])  # ... and does see code j
 
 
@@ -377,6 +438,26 @@ def test_transformer_is_bidirectional_and_predicts_codes_only():
     y = x.clone()
     y[:, -1] = (y[:, -1] + 1) % 8  # change the last code: the first position's prediction changes (no causal mask)
     assert not torch.allclose(model(y)[:, 0], full[:, 0])
+
+
+def test_block_convolutions_start_at_zero_and_see_the_neighbours_only():
+    torch.manual_seed(0)
+    cfg = dict(codebook_size=7, latent_h=5, latent_w=6, n_layer=1, n_head=2, n_embd=16)
+    plain, conv = A.Transformer(A.PriorConfig(**cfg)).eval(), A.Transformer(A.PriorConfig(**cfg, conv=3)).eval()
+    conv.load_state_dict(plain.state_dict(), strict=False)  # the same weights, and the convolutions as they start
+    x = torch.randint(0, 8, (4, 30))
+    assert torch.equal(conv(x), plain(x))  # a block with its convolutions at zero is the paper's block
+    with torch.no_grad():
+        for p in conv.parameters():
+            torch.nn.init.normal_(p, std=0.3)
+        conv.blocks[0].proj.weight.zero_()  # no attention: what remains is the two 3x3 convolutions of the block
+        conv.blocks[0].proj.bias.zero_()
+        base = conv(x)
+        y = x.clone()
+        y[:, 2 * 6 + 3] = (y[:, 2 * 6 + 3] + 1) % 8  # the code at row 2, column 3
+        moved = (conv(y) - base).abs().amax((0, 2)).view(5, 6) > 0
+    r, c = torch.meshgrid(torch.arange(5), torch.arange(6), indexing="ij")
+    assert torch.equal(moved, torch.maximum((r - 2).abs(), (c - 3).abs()) <= 2)  # two 3x3 kernels: 2 codes away
 
 
 @pytest.mark.parametrize("h, w, C", [(8, 8, 128), (2, 5, 18)])
@@ -558,7 +639,7 @@ def test_an_interrupted_run_resumes_to_its_own_length_not_the_default(tmp_path):
     ca, cb = (C.load_checkpoint(d / "absorbing.pt", "absorbing") for d in (a, b))
     assert cb["step"] == 12 and cb["args"]["max_steps"] == 12
     assert all(torch.equal(ca["ema"][k], cb["ema"][k]) for k in ca["ema"])
-    assert A.get_args([]).max_steps is None and A.MAX_STEPS == 4000  # resolved in main: 4000 for a new run
+    assert A.get_args([]).max_steps is None and A.MAX_STEPS == 6000  # resolved in main: 6000 for a new run
 
 
 def test_torchrun_two_processes_match_one_process(tmp_path, run_script):

@@ -194,6 +194,18 @@ def test_every_sampler_from_the_command_line_within_its_calls(tiny_run, tmp_path
     assert 1 <= calls <= 6 and Image.open(tmp_path / "s.png").size == (1 + 33 * 2, 1 + 33 * 2)
 
 
+def test_the_default_sampler_reveals_one_code_a_call_and_binomial_counts_skip_empty_steps(tiny_run, tmp_path, capsys):
+    def run(*flags):  # -> (sampler named, network calls) of one new sample
+        S.main(S.get_args(["--ckpt", str(tiny_run / "absorbing.pt"), "--n-samples", "1", "--out",
+                           str(tmp_path / "s.png"), *flags]))
+        out = capsys.readouterr().out.split(" network calls")[0].split()
+        return out[-4], int(out[-1])
+
+    assert run() == ("cosine", 64)  # exact counts: one code a call at S = N
+    sampler, calls = run("--sampler", "random", "--counts", "binomial")  # each of the 64 codes' steps on its own
+    assert sampler == "random" and calls < 64  # some of the 64 steps reveal nothing and cost nothing
+
+
 def test_autoregressive_prior_from_training_to_samples_and_its_exact_likelihood(tiny_run, tmp_path, capsys):
     import evaluate
     A.main(A.get_args(["--codes", str(tiny_run / "codes.npy"), "--out-dir", str(tmp_path), "--model", "autoregressive",
@@ -209,6 +221,8 @@ def test_autoregressive_prior_from_training_to_samples_and_its_exact_likelihood(
     assert "autoregressive prior (raster order) in 64 network calls" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="autoregressive prior samples new images .* in raster order"):
         S.main(S.get_args(["--ckpt", str(tmp_path / "absorbing.pt"), "--sample-steps", "8"]))
+    with pytest.raises(SystemExit, match="autoregressive prior samples new images .* in raster order"):
+        S.main(S.get_args(["--ckpt", str(tmp_path / "absorbing.pt"), "--sampler", "cosine"]))
 
 
 def make_inpainting_inputs(tmp_path, size=(32, 32), mask_box=(8, 8, 20, 16)):
