@@ -1,15 +1,17 @@
 """
-Regenerate the measured tables of REPRODUCTION.md by running the project's own commands and reading their --json
-output: Tab. 4 (absorbing against autoregressive), Fig. 5 (reweighted ELBO against ELBO), Tab. 3 (sampling
-steps), Sec. 4.3 (temperature), Tab. 5 (DiffAug and the clamp) and Fig. 4 (larger than training). Prints the
-tables in markdown.
+Regenerate the measured tables of the README and REPRODUCTION.md by running the project's own commands and reading
+their --json output: the README's quick start (its time, valid reconstructions and samples), Tab. 4 (absorbing
+against autoregressive), Fig. 5 (reweighted ELBO against ELBO), Tab. 3 (sampling steps), Sec. 4.3 (temperature),
+Tab. 5 (DiffAug and the clamp) and Fig. 4 (larger than training). Prints the tables in markdown.
 
     python reproduce.py                   # the page's settings: 3 seeds, 500 samples (about two hours, 2 CPU cores)
     python reproduce.py --claims tab3 sec4.3      # some of them
+    python reproduce.py --claims quickstart       # the README's quick start into OUT, timed and judged
     python reproduce.py --quick           # tiny models and data, a few minutes: checks the pipeline only
 
-Needs the quick-start tokenizer (python vqgan.py, OUT/vqgan.pt and OUT/codes.npy) and uses the quick-start prior
-(OUT/absorbing.pt, trained here if absent) for Tab. 3, Sec. 4.3 and Fig. 4; --quick trains tiny ones of both.
+Needs the quick-start tokenizer (python vqgan.py, OUT/vqgan.pt and OUT/codes.npy; the quickstart claim trains it
+and the prior anew, first) and uses the quick-start prior (OUT/absorbing.pt, trained here if absent) for Tab. 3,
+Sec. 4.3 and Fig. 4; --quick trains tiny ones of both.
 The priors of Tab. 4 and Fig. 5 are unconditional (--class-dropout 1), as the paper's: OUT/absorbing_SEED,
 OUT/autoregressive_SEED, OUT/elbo_SEED. Tab. 5's tokenizers go to OUT/tab5_NAME_SEED.
 """
@@ -18,14 +20,18 @@ import json
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-CLAIMS = ("tab4", "fig5", "tab3", "sec4.3", "tab5", "fig4")
+import numpy as np
+
+CLAIMS = ("quickstart", "tab4", "fig5", "tab3", "sec4.3", "tab5", "fig4")
 TAB5 = [("DiffAug, clamp (the paper's)", "aug_clamp", []),
         ("DiffAug, no clamp", "aug_noclamp", ["--lambda-max", "1e4"]),
         ("no DiffAug, clamp", "noaug_clamp", ["--diffaug", "off"]),
         ("neither", "noaug_noclamp", ["--diffaug", "off", "--lambda-max", "1e4"]),
         ("no GAN at all (reference)", "nogan", ["--disc-start", "100000"])]
+OLD_SAMPLER = ["--sampler", "random", "--counts", "binomial"]  # the sampler the page's tables were measured with
 
 
 def run(*argv):
@@ -69,6 +75,37 @@ def train_prior(out, codes, steps, seed, *flags):
     return out / "absorbing.pt"
 
 
+def quickstart(args, out, small):
+    """The README's quick start into OUT with the defaults (as python vqgan.py && python absorbing.py && python
+    sample.py writes out/), each stage timed (wall-clock, start-up included), then judged: the VQGAN's
+    reconstructions of held-out images, and samples at S = T and S = T/4."""
+    run_dir = out
+    tiny = ["--n-shapes", 64, "--max-steps", 3, "--batch-size", 8] if args.quick else []
+    stages = {"VQGAN": ["vqgan.py", "--out-dir", run_dir, *tiny],
+              "prior": ["absorbing.py", "--codes", run_dir / "codes.npy", "--out-dir", run_dir, *small,
+                        *(["--max-steps", 3] if args.quick else [])],
+              "64 samples": ["sample.py", "--ckpt", run_dir / "absorbing.pt", "--out", run_dir / "samples.png"]}
+    seconds = {}
+    for name, argv in stages.items():
+        start = time.perf_counter()
+        run(*argv)
+        seconds[name] = time.perf_counter() - start
+    T = int(np.prod(np.load(run_dir / "codes.npy", mmap_mode="r").shape[1:]))  # T = N = h w, the default
+    found = {"reconstructions of held-out images": run("evaluate.py", "--vqgan", run_dir / "vqgan.pt", "--real",
+                                                        "shapes", "--features", "random", "--num", args.n_samples,
+                                                        "--json")}
+    for S in (T, T // 4):
+        found[f"samples, S = {S}"] = judged(run_dir / "absorbing.pt", run_dir / f"fake_{S}", args.n_samples,
+                                           "--sample-steps", S)
+    rows = [f"| {what} | {s['shape_valid']:.1%} | {' / '.join(map(str, s['shape_kinds'].values()))} | "
+            f"{' / '.join(map(str, s['shape_invalid'].values()))} |" for what, s in found.items()]
+    times = ", ".join(f"{name} {t:.0f} s" for name, t in seconds.items())
+    rows.append(f"| the quick start's time | {sum(seconds.values()) / 60:.1f} minutes | {times} | |")
+    some = found["reconstructions of held-out images"]
+    table(f"Quick start ({args.n_samples} images a row)", ["images", "valid", " / ".join(some["shape_kinds"]) +
+          " (valid ones)", "broken first: " + " / ".join(some["shape_invalid"])], rows)
+
+
 def tab4(args, out, codes, steps):
     rows = []
     for model in ("absorbing", "autoregressive"):
@@ -77,7 +114,7 @@ def tab4(args, out, codes, steps):
             ckpt = train_prior(out / f"{model}_{seed}", codes, steps, seed, "--model", model)
             likelihood = run("evaluate.py", "--ckpt", ckpt, "--codes", codes, "--json")
             found["bits"].append(likelihood.get("nll_bits_per_token", likelihood.get("elbo_bits_per_token")))
-            scores = judged(ckpt, ckpt.parent / "fake", args.n_samples)
+            scores = judged(ckpt, ckpt.parent / "fake", args.n_samples, *(OLD_SAMPLER if model == "absorbing" else []))
             for key in ("fid", "precision", "recall"):
                 found[key].append(scores[key])
             found["valid"].append(scores["shape_valid"])
@@ -97,7 +134,8 @@ def fig5(args, out, codes, steps):
             for entry in log:
                 if "val_elbo" in entry:
                     curves.setdefault((loss, entry["step"]), []).append(entry["val_elbo"])
-            valid.setdefault(loss, []).append(judged(ckpt, ckpt.parent / "fake", args.n_samples)["shape_valid"])
+            scores = judged(ckpt, ckpt.parent / "fake", args.n_samples, *OLD_SAMPLER)
+            valid.setdefault(loss, []).append(scores["shape_valid"])
     rows = [f"| {step} | {spread(curves[('reweighted_elbo', step)])} | {spread(curves[('elbo', step)])} |"
             for step in sorted({step for _, step in curves})]
     rows.append(f"| valid samples | {spread(valid['reweighted_elbo'], '{:.1%}')} | {spread(valid['elbo'], '{:.1%}')} |")
@@ -105,12 +143,14 @@ def fig5(args, out, codes, steps):
 
 
 def tab3(args, out, prior):
-    rows = [sample_row(S, judged(prior, out / f"steps_{S}", args.n_samples, "--sample-steps", S)) for S in args.steps]
+    rows = [sample_row(S, judged(prior, out / f"steps_{S}", args.n_samples, "--sample-steps", S, *OLD_SAMPLER))
+            for S in args.steps]
     table("Tab. 3", ["S", "valid", "FID", "precision", "recall"], rows)
 
 
 def sec43(args, out, prior):
-    rows = [sample_row(tau, judged(prior, out / f"temperature_{tau}", args.n_samples, "--temperature", tau))
+    rows = [sample_row(tau, judged(prior, out / f"temperature_{tau}", args.n_samples, "--temperature", tau,
+                                   *OLD_SAMPLER))
             for tau in args.temperatures]
     table("Sec. 4.3", ["temperature", "valid", "FID", "precision", "recall"], rows)
 
@@ -122,8 +162,8 @@ def tab5(args, out):
         found = {"reconstruction_fid": [], "psnr": [], "shape_valid": []}
         for seed in range(args.vqgan_seeds):
             run_dir = out / f"tab5_{folder}_{seed}"
-            if not (run_dir / "vqgan.pt").is_file():
-                run("vqgan.py", "--out-dir", run_dir, "--seed", seed, *tiny, *flags)
+            if not (run_dir / "vqgan.pt").is_file():  # GroupNorm, as when the table was measured
+                run("vqgan.py", "--out-dir", run_dir, "--seed", seed, "--norm", "group", *tiny, *flags)
             scores = run("evaluate.py", "--vqgan", run_dir / "vqgan.pt", "--real", "shapes", "--features", "random",
                          "--num", args.n_samples, "--json")
             for key in found:
@@ -137,7 +177,7 @@ def fig4(args, out, prior):
     size = [16, 16] if not args.quick else [10, 10]
     rows = []
     for tau in (1.0, 0.7):
-        flags = ["--latent-size", *size, "--temperature", tau]
+        flags = ["--latent-size", *size, "--temperature", tau, *OLD_SAMPLER]
         n = max(2, args.n_samples // 16)
         s = judged(prior, out / f"large_{tau}", n, *flags, crop_stride=4, n_real=args.n_samples)
         rows.append(f"| {tau} | {s['shape_judged']} crops of {n} samples | {s['shape_valid']:.1%} | "
@@ -151,11 +191,15 @@ def main(args):
     small = ["--n-layer", "1", "--n-embd", "32", "--n-head", "2"] if args.quick else []
     if args.quick:  # a tiny tokenizer of its own
         run("vqgan.py", "--out-dir", out, "--n-shapes", 64, "--max-steps", 3, "--batch-size", 8)
-    elif not codes.is_file():
+    elif not codes.is_file() and set(args.claims) - {"quickstart"}:
         raise SystemExit(f"error: {codes} does not exist; run python vqgan.py first (the quick-start tokenizer)")
-    # the priors of the tables as they were measured: 2000 steps from random position embeddings (the defaults
-    # before commit b5e2e59); the current defaults (4000 steps, --pos-init sincos) have not been run through them
-    steps = ["--max-steps", 3 if args.quick else 2000, "--pos-init", "random", "--sample-every", 0, *small]
+    if "quickstart" in args.claims:
+        quickstart(args, out, small)
+    # the priors of the tables as they were measured: 2000 steps from random position embeddings, the paper's
+    # blocks (the defaults before commit b5e2e59); the current defaults (6000 steps, --pos-init sincos, --conv 3)
+    # have not been run through them
+    steps = ["--max-steps", 3 if args.quick else 2000, "--pos-init", "random", "--conv", 0, "--sample-every", 0,
+             *small]
     if "tab4" in args.claims:
         tab4(args, out, codes, steps)
     if "fig5" in args.claims:

@@ -8,6 +8,9 @@ import reproduce
 def test_quick_mode_runs_every_comparison(tmp_path, run_script):
     out = run_script(["reproduce.py", "--quick", "--out-dir", str(tmp_path)], timeout=600).stdout
     assert "| absorbing | ELBO (bound)" in out and "| autoregressive | exact NLL" in out and "(2 seeds)" in out
+    for row in ("reconstructions of held-out images", "samples, S = 64", "samples, S = 16", "the quick start's time"):
+        assert f"| {row} | " in out  # the quick start
+    assert (tmp_path / "samples.png").is_file()
     assert "| 64 |" in out and "| 16 |" in out and "| 0.7 |" in out  # Tab. 3 and Sec. 4.3 rows
     assert "| 3 | " in out and "| valid samples |" in out  # Fig. 5: the validation ELBO at the last step, samples
     for name, _, _ in reproduce.TAB5:
