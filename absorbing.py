@@ -117,7 +117,7 @@ class PriorConfig:
     conv: int = 0                 # > 0: depthwise convolutions of this kernel in each block (0: the paper's blocks)
 
 
-MAX_STEPS = 6000  # the default run length: on shapes, 8 points of valid samples more than 4000 (README)
+MAX_STEPS = 5000  # the default run length: the quick start inside 15 minutes on a 2-core CPU (README)
 
 PRIOR_PRESETS = {
     "small": dict(n_layer=4, n_head=4, n_embd=128, conv=3),

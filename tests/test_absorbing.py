@@ -639,7 +639,7 @@ def test_an_interrupted_run_resumes_to_its_own_length_not_the_default(tmp_path):
     ca, cb = (C.load_checkpoint(d / "absorbing.pt", "absorbing") for d in (a, b))
     assert cb["step"] == 12 and cb["args"]["max_steps"] == 12
     assert all(torch.equal(ca["ema"][k], cb["ema"][k]) for k in ca["ema"])
-    assert A.get_args([]).max_steps is None and A.MAX_STEPS == 6000  # resolved in main: 6000 for a new run
+    assert A.get_args([]).max_steps is None and A.MAX_STEPS == 5000  # resolved in main: 5000 for a new run
 
 
 def test_torchrun_two_processes_match_one_process(tmp_path, run_script):

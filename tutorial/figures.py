@@ -30,8 +30,9 @@ FONT = ImageFont.load_default(size=12)
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
 PAPER_ENCODER = ("python vqgan.py --local-encoder off --lr-decay constant --restart-after 0 "
                  "--out-dir out/paper_encoder")
-FIGURES = ["recon", "codes", "redundancy", "masking", "pos_init", "elbo_per_t", "val_elbo", "trajectory", "steps",
-           "mosaic", "copies"]
+GROUP_NORM = "python vqgan.py --norm group --out-dir out/group_norm"
+FIGURES = ["recon", "codes", "redundancy", "norm", "masking", "pos_init", "elbo_per_t", "val_elbo", "trajectory",
+           "steps", "mosaic", "copies"]
 
 # -----------------------------------------------------------------------------
 # Drawing with Pillow: image grids with captions, and small line charts
@@ -273,7 +274,8 @@ def fig_steps(m, args):
         counted = evaluate.Counted(m["prior"], m["prior"].cfg)
         start = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # as sample.py does
-            images = vqgan.to_uint8(decode(m["vq"], absorbing.sample(counted, x, K, steps=S, seed=args.seed), bf16))
+            codes = absorbing.sample(counted, x, K, steps=S, seed=args.seed, grid="cosine")  # sample.py's default
+            images = vqgan.to_uint8(decode(m["vq"], codes, bf16))
         seconds = time.perf_counter() - start
         pictures.append(picture(images, 2, nrow=int(math.sqrt(len(images)))))
         captions.append(f"S={S}: {seconds:.2f} s, {counted.calls} calls")
@@ -294,6 +296,25 @@ def fig_mosaic(m, args):
          args.fig_dir / "mosaic.png")
     for name, img in (("alone", parts), ("at once", whole), ("in windows", windows)):
         print(f"median pixel value, decoded {name}: {img.flatten().median().item()}")
+
+
+def fig_norm(m, args):
+    """Held-out images whose reconstruction by a VQGAN with the paper's GroupNorm (trained by GROUP_NORM) breaks the
+    data's rule (top), that reconstruction (middle), and the default VQGAN's, with PositionNorm (bottom)."""
+    before = absorbing.load_vqgan(args.out_dir / "group_norm" / "vqgan.pt", "cpu")
+    if before is None:
+        raise SystemExit(f"error: the norm figure needs a GroupNorm VQGAN: run {GROUP_NORM}")
+    images = torch.from_numpy(vqgan.make_shapes(500, seed=1)[0])
+    rows, broken = [], None
+    for name, vq in (("GroupNorm", before), ("PositionNorm", m["vq"])):
+        recon = vqgan.to_uint8(vq(vqgan.to_float(images))[0])
+        judged = evaluate.judge_shapes(recon.numpy())
+        print(f"{name}: {judged['shape_valid']:.1%} of 500 held-out reconstructions valid; broken first: "
+              f"{judged['shape_invalid']}")
+        if broken is None:  # the first eight that GroupNorm breaks
+            broken = [i for i, img in enumerate(recon) if evaluate.judge_shape_image(img.numpy())[0]][:8]
+        rows.append(recon[broken])
+    save(picture(torch.cat([images[broken], *rows]), nrow=8), args.fig_dir / "norm.png")
 
 
 def fig_copies(m, args):
