@@ -34,8 +34,8 @@ from tqdm import tqdm
 from absorbing import (PRIOR_PRESETS, PriorConfig, Transformer, elbo_bits, load_codes, load_labels, load_vqgan,
                        nll_bits, prior_from_checkpoint, sample, split_codes, training_losses)
 from common import ImageFolder, bf16_is_fast, load_checkpoint, positive_int, pretrained, scan_folder, to_rgb
-from vqgan import (BACKGROUNDS, COLOURS, SHAPE_KINDS, code_redundancy, codebook_usage, load_lpips, make_shapes, psnr,
-                   to_float, to_uint8)
+from shapes import BACKGROUNDS, COLOURS, SHAPE_KINDS, make_shapes
+from vqgan import code_redundancy, codebook_usage, load_lpips, psnr, to_float, to_uint8
 
 # -----------------------------------------------------------------------------
 # Images and their features
@@ -170,17 +170,17 @@ def quality(real_feats, fake_feats, k):
     return dict(fid=fid, **prdc(real_feats, fake_feats, k), n_real=len(real_feats), n_fake=len(fake_feats), nearest_k=k)
 
 # -----------------------------------------------------------------------------
-# Judging images against the rule of the built-in 'shapes' data (vqgan.draw_shapes): a plain white or black
+# Judging images against the rule of the built-in 'shapes' data (shapes.draw_shapes): a plain white or black
 # background, then 1-3 separate shapes, each of one of the four colours, all of one kind. Every generated image is
 # either valid, with its kind, or invalid for the first rule it breaks. This measures global structure exactly,
 # where FID only compares feature statistics.
 
 SHAPE_REASONS = ("background", "count", "colour", "shape", "mixed kinds")
-SHAPE_AREA = (math.pi, 4 * 0.85 ** 2, 1.5 * 0.87)  # the area of each kind of vqgan.draw_shape is c * r^2
+SHAPE_AREA = (math.pi, 4 * 0.85 ** 2, 1.5 * 0.87)  # the area of each kind of shapes.draw_shape is c * r^2
 
 
 def ideal_shapes(kind, cx, cy, r, size):
-    """Masks (P, H, W) for size (H, W) of ideal shapes of `kind` as vqgan.draw_shape draws them, one per row of the
+    """Masks (P, H, W) for size (H, W) of ideal shapes of `kind` as shapes.draw_shape draws them, one per row of the
     centres and sizes cx, cy, r (P,); a pixel is inside if its centre is."""
     y, x = np.mgrid[:size[0], :size[1]].astype(np.float64)
     dx, dy, r = x - cx[:, None, None], y - cy[:, None, None], r[:, None, None]  # (P, size, size)

@@ -566,6 +566,11 @@ def test_bad_flags_are_rejected(capsys):
     with pytest.raises(SystemExit):
         A.get_args(["--pos-init", "zeros"])
     assert "invalid choice: 'zeros'" in capsys.readouterr().err
+    for kernel in ("2", "-1"):  # a depthwise kernel has a centre: odd, or 0 for none
+        with pytest.raises(SystemExit):
+            A.get_args(["--conv", kernel])
+        assert f"--conv must be 0 or an odd kernel size, got {kernel}" in capsys.readouterr().err
+    assert A.get_args(["--conv", "0"]).conv == 0 and A.get_args([]).conv == 3  # the small preset's
 
 
 def run(folder, *flags):

@@ -9,7 +9,7 @@ import torch
 import absorbing
 import common as C
 import evaluate
-import vqgan
+import shapes
 
 
 def gaussian_features(n=300, d=16, seed=0, shift=0.0):
@@ -197,17 +197,17 @@ def test_ideal_shapes_fit_the_drawn_ones_and_not_the_other_kinds():
     for kind in range(3):
         for cx, cy, r in [(10.3, 12.8, 5.0), (16.0, 15.5, 7.9)]:
             img = Image.new("1", (32, 32))
-            vqgan.draw_shape(ImageDraw.Draw(img), kind, cx, cy, r, 1)
+            shapes.draw_shape(ImageDraw.Draw(img), kind, cx, cy, r, 1)
             ious = [evaluate.fit_iou(np.asarray(img), k) for k in range(3)]
             assert ious[kind] > 0.9 and max(ious[k] for k in range(3) if k != kind) < ious[kind] - 0.05
 
 
-def drawing(shapes, background=(255, 255, 255)):
+def drawing(figures, background=(255, 255, 255)):
     """A 32x32 image with the given (kind, cx, cy, r, colour) shapes, drawn as the data draws them."""
     from PIL import Image, ImageDraw
     img = Image.new("RGB", (32, 32), background)
-    for kind, cx, cy, r, colour in shapes:
-        vqgan.draw_shape(ImageDraw.Draw(img), kind, cx, cy, r, colour)
+    for kind, cx, cy, r, colour in figures:
+        shapes.draw_shape(ImageDraw.Draw(img), kind, cx, cy, r, colour)
     return np.asarray(img)
 
 
@@ -279,10 +279,10 @@ def test_inception_weights_arrive_through_torch_hub_or_fail_in_one_line(tmp_path
         m.setattr(I, "load_state_dict_from_url", lambda *a, **k: None)
         m.setattr(torch.nn.Module, "load_state_dict", lambda *a, **k: None)
         with torch.device("meta"):
-            shapes = I.fid_inception_v3().state_dict()
+            sizes = I.fid_inception_v3().state_dict()
 
     def online(url, dst, *args, **kwargs):  # each tensor a single repeated value (a small file)
-        torch.save({k: torch.full((), 0.5 if "running_var" in k else 0.0).expand(v.shape) for k, v in shapes.items()},
+        torch.save({k: torch.full((), 0.5 if "running_var" in k else 0.0).expand(v.shape) for k, v in sizes.items()},
                    dst)
     monkeypatch.setattr(torch.hub, "download_url_to_file", online)
     embed, net = evaluate.inception_network()

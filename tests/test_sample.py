@@ -11,6 +11,7 @@ from test_absorbing import DATA, MASK, oracle, random_joint, state_id
 import absorbing as A
 import common as C
 import sample as S
+import shapes
 import vqgan as V
 
 
@@ -226,7 +227,7 @@ def test_autoregressive_prior_from_training_to_samples_and_its_exact_likelihood(
 
 
 def make_inpainting_inputs(tmp_path, size=(32, 32), mask_box=(8, 8, 20, 16)):
-    image = V.draw_shapes(5, 32, seed=0)[0]
+    image = shapes.draw_shapes(5, 32, seed=0)[0]
     Image.fromarray(image).save(tmp_path / "img.png")
     mask = Image.new("L", size, 0)
     mask.paste(255, mask_box)
