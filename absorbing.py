@@ -120,8 +120,8 @@ class PriorConfig:
 MAX_STEPS = 5000  # the default run length: the quick start inside 15 minutes on a 2-core CPU (README)
 
 PRIOR_PRESETS = {
-    "small": dict(n_layer=4, n_head=4, n_embd=128, conv=3),
-    "paper": dict(n_layer=24, n_head=8, n_embd=512, conv=0),  # Appendix A: 24 layers, 8 heads of 64 dims
+    "small": dict(n_layer=4, n_head=4, n_embd=128, conv=3, lr=2e-3),
+    "paper": dict(n_layer=24, n_head=8, n_embd=512, conv=0, lr=2e-4),  # Appendix A: 24 layers, 8 heads of 64 dims
 }
 
 
@@ -613,7 +613,9 @@ def get_args(argv=None):
     p.add_argument("--max-steps", type=positive_int, default=None,
                    help=f"training steps (default {MAX_STEPS}; with --resume, the checkpoint's run length)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="global batch size (split over torchrun ranks)")
-    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (the paper: 2e-4, FFHQ 1e-4)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate (default: the preset's, 2e-3 for small, the paper's 2e-4 for paper; the "
+                        "paper used 1e-4 on FFHQ)")
     p.add_argument("--warmup-steps", type=positive_int, default=100, help="linear warm-up (the paper: 10000-30000)")
     p.add_argument("--lr-decay", choices=["constant", "cosine"], default="cosine",
                    help="after the warm-up: constant (the paper, for long runs) or a cosine down to 0 at --max-steps")

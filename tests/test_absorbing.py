@@ -482,6 +482,12 @@ def test_position_embeddings_start_as_2d_sines_and_cosines(h, w, C):
     assert not torch.allclose(rand.pos_emb[0], e) and rand.pos_emb.std().item() == pytest.approx(0.02, rel=0.3)
 
 
+def test_each_preset_has_its_learning_rate():
+    assert A.get_args([]).lr == 2e-3  # small: short CPU runs (README)
+    assert A.get_args(["--preset", "paper"]).lr == 2e-4  # Appendix A
+    assert A.get_args(["--preset", "paper", "--lr", "1e-4"]).lr == 1e-4  # FFHQ's, by hand
+
+
 def test_paper_preset_size():
     args = A.get_args(["--preset", "paper"])
     cfg = A.PriorConfig(codebook_size=1024, latent_h=16, latent_w=16, n_layer=args.n_layer, n_head=args.n_head,
@@ -675,4 +681,4 @@ def test_a_checkpoint_from_before_lr_decay_resumes_at_its_constant_rate(tmp_path
     C.save_checkpoint(ckpt, tmp_path / "absorbing.pt")
     run(tmp_path, "--resume", "--max-steps", "40")
     rates = [r["lr"] for r in map(json.loads, open(tmp_path / "absorbing_log.jsonl")) if r["step"] > 20 and "lr" in r]
-    assert rates and all(lr == pytest.approx(1e-3) for lr in rates)  # the old constant rate, not a cosine
+    assert rates and all(lr == pytest.approx(ckpt["args"]["lr"]) for lr in rates)  # the old constant rate, not a cosine
