@@ -28,8 +28,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from common import (CHECKPOINT_VERSION, append_log, batch_indices, bf16_is_fast, catch_stop_signals,
-                    learning_rate, load_checkpoint, mean_over_ranks, positive_int, require_finite, restore, rng_states,
-                    save_checkpoint, save_grid, setup_distributed, start_log, stop_if_signalled, to_device)
+                    learning_rate, load_checkpoint, mean_over_ranks, positive_float, positive_int, require_finite,
+                    restore, rng_states, save_checkpoint, save_grid, setup_distributed, start_log, stop_if_signalled,
+                    to_device)
 from vqgan import VQGAN, VQGANConfig, to_uint8
 
 # -----------------------------------------------------------------------------
@@ -613,7 +614,7 @@ def get_args(argv=None):
     p.add_argument("--max-steps", type=positive_int, default=None,
                    help=f"training steps (default {MAX_STEPS}; with --resume, the checkpoint's run length)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="global batch size (split over torchrun ranks)")
-    p.add_argument("--lr", type=float, default=None,
+    p.add_argument("--lr", type=positive_float, default=None,
                    help="peak learning rate (default: the preset's, 2e-3 for small, the paper's 2e-4 for paper; the "
                         "paper used 1e-4 on FFHQ)")
     p.add_argument("--warmup-steps", type=positive_int, default=100, help="linear warm-up (the paper: 10000-30000)")

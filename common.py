@@ -348,3 +348,10 @@ def positive_int(s):
     return v
 
 
+def positive_float(s):
+    v = float(s)
+    if not v > 0:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {s}")
+    return v
+
+

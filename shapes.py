@@ -14,8 +14,8 @@ BACKGROUNDS = [(255, 255, 255), (20, 20, 20)]
 
 
 def draw_shapes(index, img_size=32, seed=0):
-    """Image `index` of the built-in dataset: 1-3 shapes, all of one kind (the label), each in its own
-    colour, on a plain background, never overlapping. A prior that mixes kinds within an image, or
+    """Image `index` of the built-in dataset: 1-3 shapes, all of one kind (the label), each in one of the four
+    colours, on a plain background, never overlapping. A prior that mixes kinds within an image, or
     draws broken shapes, has not learned the global structure."""
     rng = np.random.default_rng([seed, index])
     label = int(rng.integers(len(SHAPE_KINDS)))

@@ -27,9 +27,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from common import (CHECKPOINT_VERSION, ImageFolder, StepBatches, append_log, bf16_is_fast, catch_stop_signals,
-                    learning_rate, load_checkpoint, mean_over_ranks, positive_int, pretrained, require_finite, restore,
-                    rng_states, save_checkpoint, save_grid, scan_folder, setup_distributed, split_paths, start_log,
-                    stop_if_signalled, median_side)
+                    learning_rate, load_checkpoint, mean_over_ranks, positive_float, positive_int, pretrained,
+                    require_finite, restore, rng_states, save_checkpoint, save_grid, scan_folder, setup_distributed,
+                    split_paths, start_log, stop_if_signalled, median_side)
 from shapes import SHAPE_KINDS, make_shapes
 
 # -----------------------------------------------------------------------------
@@ -626,7 +626,7 @@ def get_args(argv=None):
     p.add_argument("--lambda-max", type=float, default=None, help="clamp on the adaptive GAN weight (Eq. 9c)")
     p.add_argument("--diffaug", choices=["on", "off"], default="on", help="DiffAug before the discriminator (Tab. 5)")
     p.add_argument("--perceptual-weight", type=float, default=None, help="weight of LPIPS (needs VGG16 weights)")
-    p.add_argument("--lr", type=float, default=None, help="Adam learning rate")
+    p.add_argument("--lr", type=positive_float, default=None, help="Adam learning rate")
     p.add_argument("--lr-decay", choices=["constant", "cosine"], default=None,
                    help="learning rate after the start: constant (the paper's) or a cosine down to 0 at --max-steps")
     p.add_argument("--codebook-lr-mult", type=float, default=None, help="the codebook's learning rate over --lr")

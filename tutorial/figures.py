@@ -24,6 +24,7 @@ import absorbing  # noqa: E402
 import vqgan  # noqa: E402
 from common import bf16_is_fast, load_checkpoint  # noqa: E402
 import evaluate  # noqa: E402
+import shapes  # noqa: E402
 from sample import decode  # noqa: E402
 
 FONT = ImageFont.load_default(size=12)
@@ -304,7 +305,7 @@ def fig_norm(m, args):
     before = absorbing.load_vqgan(args.out_dir / "group_norm" / "vqgan.pt", "cpu")
     if before is None:
         raise SystemExit(f"error: the norm figure needs a GroupNorm VQGAN: run {GROUP_NORM}")
-    images = torch.from_numpy(vqgan.make_shapes(500, seed=1)[0])
+    images = torch.from_numpy(shapes.make_shapes(500, seed=1)[0])  # vqgan.py's held-out images
     rows, broken = [], None
     for name, vq in (("GroupNorm", before), ("PositionNorm", m["vq"])):
         recon = vqgan.to_uint8(vq(vqgan.to_float(images))[0])
