@@ -1,7 +1,7 @@
 """
-Plumbing shared by the stages: devices and torchrun, image files, atomic checkpoints loaded safely, random
-states for an exact resume, the order of training batches, the learning rate, logs and image grids. Nothing
-here is part of the method.
+Plumbing shared by the stages: devices and torchrun, pretrained weights, atomic checkpoints loaded safely, random
+states for an exact resume, the order of training batches, the learning rate, logs, image grids and settings.
+Nothing here is part of the method (data.py holds the images and codes).
 """
 import argparse
 import contextlib
@@ -11,13 +11,11 @@ import os
 import signal
 import sys
 import warnings
-import zlib
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
-from PIL import Image, ImageOps
+from PIL import Image
 
 CHECKPOINT_VERSION = 1
 
@@ -62,110 +60,6 @@ def learning_rate(step, peak, warmup_steps, max_steps, decay):
         return peak * warm
     return peak * 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / max(max_steps - warmup_steps, 1)))
 
-
-# -----------------------------------------------------------------------------
-# Image files: reading any folder of images robustly (formats, modes, broken files), and a fixed split
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-
-
-def to_rgb(img):
-    """Any Pillow image as 8-bit RGB: 16-bit and float greyscale rescaled, transparency over white."""
-    if img.mode.startswith("I;16") or img.mode in ("I", "F"):  # 16-bit (or wider) greyscale
-        a = np.asarray(img, dtype=np.float64)
-        a = a / 257.0 if img.mode.startswith("I;16") or a.max() > 255 else a
-        img = Image.fromarray(np.clip(a, 0, 255).round().astype(np.uint8))
-    if img.mode == "P":
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "La", "RGBa"):
-        white = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(white, img.convert("RGBA"))
-    return img.convert("RGB")
-
-
-def load_image(path, img_size):
-    """An image file as (img_size, img_size, 3) uint8: short side resized to img_size, centre-cropped."""
-    with Image.open(path) as img:
-        img.draft("RGB", (img_size, img_size))  # JPEGs decode at a reduced scale when that is enough
-        return np.asarray(ImageOps.fit(to_rgb(img), (img_size, img_size), Image.BICUBIC))
-
-
-def check_image(path, min_size):
-    """Why an image file cannot be used, or None. Opening reads only the header; JPEGs are decoded at a reduced
-    scale (cheap) to catch truncated files, other formats are checked by Pillow's verify(). Pillow's
-    decompression-bomb guard (more than Image.MAX_IMAGE_PIXELS pixels) is an error here, not a warning."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                if min(img.size) < min_size:
-                    return f"smaller than {min_size}px"
-                if img.format == "JPEG":
-                    img.draft("RGB", (max(min_size, 1),) * 2)
-                    img.load()
-                else:
-                    img.verify()
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-        return "too large (the decompression-bomb guard)"
-    except Exception:
-        return "unreadable"
-    return None
-
-
-def scan_folder(folder, min_size=0):
-    """The usable image files under `folder` (recursive, sorted): unreadable, too large, or smaller than min_size
-    on a side are counted and skipped. An animated file gives its first frame."""
-    paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-    good, skipped = [], {}
-    for p in paths:
-        why = check_image(p, min_size)
-        if why:
-            skipped.setdefault(why, []).append(p)
-        else:
-            good.append(p)
-    for why, bad in skipped.items():
-        print(f"warning: skipped {len(bad)} image file(s) in {folder}: {why} (first: {bad[0]})", file=sys.stderr)
-    if not good:
-        raise SystemExit(f"error: no readable image ({', '.join(IMAGE_EXTENSIONS)}) of at least {min_size}px found "
-                         f"under {folder}")
-    return good
-
-
-def median_side(folder, n_look=200):
-    """(the median shorter side of up to n_look image files under `folder`, from their headers; why): how large
-    a folder's images are, before anything is decoded. Unreadable files are left to scan_folder."""
-    sides = []
-    for p in sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)[:n_look]:
-        try:
-            with Image.open(p) as img:
-                sides.append(min(img.size))
-        except Exception:
-            continue
-    if not sides:
-        return None, "no readable image to look at"
-    return int(np.median(sides)), f"the median shorter side of {len(sides)} of its images"
-
-
-class ImageFolder(torch.utils.data.Dataset):
-    """Image files decoded on demand (in DataLoader workers) to (img_size, img_size, 3) uint8 tensors."""
-
-    def __init__(self, paths, img_size):
-        self.paths, self.img_size = list(paths), img_size
-
-    def __len__(self):
-        return len(self.paths)
-
-    def __getitem__(self, i):
-        return torch.from_numpy(load_image(self.paths[i], self.img_size).copy())
-
-
-def split_paths(paths, root, val_fraction):
-    """A deterministic train/validation split: the files whose relative path hashes lowest are held out,
-    so adding files to the folder never moves an old file between the two parts."""
-    ranked = sorted(paths, key=lambda p: zlib.crc32(str(p.relative_to(root)).encode()))
-    n_val = max(1, round(val_fraction * len(paths))) if len(paths) > 1 else 0
-    val = set(ranked[:n_val])
-    return [p for p in paths if p not in val], [p for p in paths if p in val]
 
 def pretrained(build, url, what, instead):
     """build(), which fetches pretrained weights from `url` through torch.hub on first use and keeps them in its
@@ -340,6 +234,51 @@ def save_grid(images, path, nrow=8):
     tmp = f"{path}.tmp.png"
     Image.fromarray(grid.numpy()).save(tmp)
     os.replace(tmp, path)
+
+# -----------------------------------------------------------------------------
+# Settings: --help that shows what each preset fills in, the resolved settings of a run, and those of a resumed run
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help with each flag's default, except where the default is None: there a preset or the data decides, and
+    the flag's help says how (preset_values)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
+def preset_values(presets, key):
+    """'names value' of `key` in each preset, the names of presets that agree joined by '/': the default of a
+    preset-filled flag, for its --help."""
+    groups = {}
+    for name, preset in presets.items():
+        value = preset[key]
+        if isinstance(value, bool):
+            value = "on" if value else "off"
+        groups.setdefault(" ".join(map(str, value)) if isinstance(value, tuple) else str(value), []).append(name)
+    return ", ".join(f"{'/'.join(names)} {value}" for value, names in groups.items())
+
+
+def print_settings(args, log_path, step):
+    """Print a run's resolved settings once (flags, presets and a resumed checkpoint's all applied) and log them."""
+    settings = vars(args)
+    print("settings: " + " ".join(f"{k}={v}" for k, v in settings.items()))
+    append_log(log_path, dict(step=step, settings=settings))
+
+
+def resumed_settings(args, ckpt, keep):
+    """Set args to a resumed run's own settings, those of its checkpoint, except the flags named in `keep` (the
+    machine, the folder, the run's length); --max-steps, when not given, stays the run's own and never goes below
+    the step reached. A checkpoint that lacks a setting of this code is of an older format: a one-line error."""
+    missing = sorted(set(vars(args)) - set(ckpt["args"]) - set(keep))
+    if missing:
+        flags = ", ".join("--" + k.replace("_", "-") for k in missing)
+        raise SystemExit(f"error: the checkpoint has no setting for {flags} (an older format of this code); start a "
+                         f"new run, or resume it with the code that wrote it")
+    max_steps = args.max_steps or ckpt["args"]["max_steps"]
+    vars(args).update({k: v for k, v in ckpt["args"].items() if k not in keep})
+    args.max_steps = max(max_steps, ckpt["step"])
+
 
 def positive_int(s):
     v = int(s)

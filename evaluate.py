@@ -31,10 +31,11 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from absorbing import (PRIOR_PRESETS, PriorConfig, Transformer, elbo_bits, load_codes, load_labels, load_vqgan,
-                       nll_bits, prior_from_checkpoint, sample, split_codes, training_losses)
-from common import ImageFolder, bf16_is_fast, load_checkpoint, positive_int, pretrained, scan_folder, to_rgb
-from shapes import BACKGROUNDS, COLOURS, SHAPE_KINDS, make_shapes
+from absorbing import PRIOR_PRESETS, Absorbing, load_vqgan, prior_from_checkpoint
+from common import HelpFormatter, bf16_is_fast, load_checkpoint, positive_int, pretrained
+from data import ImageFolder, load_codes, load_labels, scan_folder, split_codes, to_rgb
+from shapes import judge_shapes, make_shapes
+from transformer import PriorConfig
 from vqgan import code_redundancy, codebook_usage, load_lpips, psnr, to_float, to_uint8
 
 # -----------------------------------------------------------------------------
@@ -170,138 +171,44 @@ def quality(real_feats, fake_feats, k):
     return dict(fid=fid, **prdc(real_feats, fake_feats, k), n_real=len(real_feats), n_fake=len(fake_feats), nearest_k=k)
 
 # -----------------------------------------------------------------------------
-# Judging images against the rule of the built-in 'shapes' data (shapes.draw_shapes): a plain white or black
-# background, then 1-3 separate shapes, each of one of the four colours, all of one kind. Every generated image is
-# either valid, with its kind, or invalid for the first rule it breaks. This measures global structure exactly,
-# where FID only compares feature statistics.
-
-SHAPE_REASONS = ("background", "count", "colour", "shape", "mixed kinds")
-SHAPE_AREA = (math.pi, 4 * 0.85 ** 2, 1.5 * 0.87)  # the area of each kind of shapes.draw_shape is c * r^2
-
-
-def ideal_shapes(kind, cx, cy, r, size):
-    """Masks (P, H, W) for size (H, W) of ideal shapes of `kind` as shapes.draw_shape draws them, one per row of the
-    centres and sizes cx, cy, r (P,); a pixel is inside if its centre is."""
-    y, x = np.mgrid[:size[0], :size[1]].astype(np.float64)
-    dx, dy, r = x - cx[:, None, None], y - cy[:, None, None], r[:, None, None]  # (P, size, size)
-    if kind == 0:
-        return dx ** 2 + dy ** 2 <= r ** 2
-    if kind == 1:
-        return np.maximum(abs(dx), abs(dy)) <= 0.85 * r
-    return (dy <= 0.5 * r) & (dy >= -r + abs(dx) * 1.5 / 0.87)  # below the apex, between the two sides
-
-
-def fit_iou(component, kind):
-    """The best IoU of a shape's pixels (H, W) bool with an ideal shape of `kind`, searched around the centroid
-    (half-pixel shifts) and the size its area gives (-15% to +15%: drawing rounds the edges outwards)."""
-    ys, xs = np.nonzero(component)
-    r0 = math.sqrt(len(xs) / SHAPE_AREA[kind])
-    shift, scale = np.array([-0.5, 0.0, 0.5]), np.linspace(0.85, 1.15, 7)
-    cx, cy, r = (a.ravel() for a in np.meshgrid(xs.mean() + shift, ys.mean() + shift, r0 * scale))  # (63,) each
-    ideal = ideal_shapes(kind, cx, cy, r, component.shape)
-    return ((ideal & component).sum((1, 2)) / (ideal | component).sum((1, 2))).max()
-
-
-def judge_shape_image(img, min_iou=0.8, tolerance=40, min_pixels=12):
-    """(reason, kind) for one uint8 (H, W, 3) image: reason is None and kind a name from SHAPE_KINDS when the
-    image obeys the rule, else reason is the first rule broken (one of SHAPE_REASONS) and kind None. Each pixel
-    is read as a mix a * colour + (1 - a) * background with a in [0, 1] (edges mix the two), for the one of the
-    four colours that explains it best; a shape's pixels are those with a > 1/2.
-    - background: the median pixel within `tolerance` of white or black; no stray mark (a connected region of
-      pixels more than `tolerance` off the background that touches no shape: a shape's blurred edge is no mark);
-    - count: 1-3 shapes, a shape being a connected region of `min_pixels` or more pixels of one colour;
-    - colour: each shape's median pixel within `tolerance` of its colour;
-    - shape: each within IoU `min_iou` of an ideal circle, square or triangle (fit_iou);
-    - mixed kinds: all shapes of one kind."""
-    x = img.astype(np.float64).reshape(-1, 3)
-    median = np.median(x, 0)
-    bg = np.array(min(BACKGROUNDS, key=lambda c: np.linalg.norm(median - c)), dtype=np.float64)
-    if np.linalg.norm(median - bg) > tolerance:
-        return "background", None
-    directions = np.array(COLOURS) - bg  # (4, 3): from the background to each colour
-    a = ((x - bg) @ directions.T / (directions ** 2).sum(1)).clip(0, 1)  # (H*W, 4) mix of each colour
-    colour = np.linalg.norm(x[:, None] - bg - a[..., None] * directions, axis=-1).argmin(1)  # (H*W,) best fit
-    a = a[np.arange(len(x)), colour]  # (H*W,)
-    shapes = []
-    for c in range(len(COLOURS)):
-        labels, n = scipy.ndimage.label(((colour == c) & (a > 0.5)).reshape(img.shape[:2]))
-        shapes += [(c, labels == i) for i in range(1, n + 1) if (labels == i).sum() >= min_pixels]
-    marks, n_marks = scipy.ndimage.label((np.linalg.norm(x - bg, axis=1) > tolerance).reshape(img.shape[:2]))
-    in_shapes = np.any([s for _, s in shapes], 0) if shapes else np.zeros(img.shape[:2], bool)
-    if n_marks > len(np.setdiff1d(marks[in_shapes], [0])):  # a mark that touches no shape
-        return "background", None
-    if not 1 <= len(shapes) <= 3:
-        return "count", None
-    kinds = []
-    for c, component in shapes:
-        if np.median(np.linalg.norm(img[component] - np.array(COLOURS[c]), axis=1)) > tolerance:
-            return "colour", None
-        ious = [fit_iou(component, k) for k in range(len(SHAPE_KINDS))]
-        if max(ious) < min_iou:
-            return "shape", None
-        kinds.append(int(np.argmax(ious)))
-    if len(set(kinds)) > 1:
-        return "mixed kinds", None
-    return None, SHAPE_KINDS[kinds[0]]
-
-
-def judge_shapes(images):
-    """The rule's verdict on a dataset of uint8 (H, W, 3) images: shape_valid (the valid fraction), shape_kinds
-    (how many valid images of each kind) and shape_invalid (how many images broke each rule first)."""
-    kinds, reasons = dict.fromkeys(SHAPE_KINDS, 0), dict.fromkeys(SHAPE_REASONS, 0)
-    for img in images:
-        reason, kind = judge_shape_image(np.asarray(img))
-        if reason:
-            reasons[reason] += 1
-        else:
-            kinds[kind] += 1
-    n = sum(kinds.values()) + sum(reasons.values())
-    return dict(shape_valid=sum(kinds.values()) / n, shape_kinds=kinds, shape_invalid=reasons, shape_judged=n)
-
-# -----------------------------------------------------------------------------
 # Likelihood: the ELBO of held-out codes, an upper bound on their negative log-likelihood (Tab. 4)
 
 
 def likelihood(ckpt_path, codes_path, draws, device, seed=0, bf16=False):
-    """ELBO in bits per token of the held-out codes, with its Monte-Carlo standard error (from the spread of the
-    draws of t and masks, for these images), bits per image dimension, and the per-image values. The network runs
-    under bf16 autocast if asked; the cross-entropies are summed in float32 either way."""
+    """The prior's likelihood of the held-out codes in bits per token, as its kind gives it (the absorbing prior's
+    ELBO, an upper bound, with its Monte-Carlo standard error from the spread of the draws of t and masks; the
+    autoregressive one's exact NLL), bits per image dimension, and the per-image values. The network runs under
+    bf16 autocast if asked; the cross-entropies are summed in float32 either way."""
     ckpt = load_checkpoint(ckpt_path, "absorbing")
-    model = prior_from_checkpoint(ckpt).to(device)
+    model, kind = prior_from_checkpoint(ckpt)
+    model = model.to(device)
     codes, K, vqgan_path = load_codes(codes_path, ckpt["config"]["codebook_size"])
     if tuple(codes.shape[1:]) != (model.cfg.latent_h, model.cfg.latent_w):
         raise SystemExit(f"error: {codes_path} holds {tuple(codes.shape[1:])} grids, the prior models "
                          f"{model.cfg.latent_h}x{model.cfg.latent_w}")
     held_out = split_codes(codes.flatten(1))[1]
     N = held_out.shape[1]
-    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16)
-    if model.cfg.model == "autoregressive":  # the chain rule: exact, no draws
-        with autocast:
-            per_image = nll_bits(model, held_out)
-        out = dict(nll_bits_per_token=per_image.mean().item(), likelihood="exact NLL (autoregressive, chain rule)",
-                   n_images=len(per_image), uniform_bits_per_token=math.log2(K))
-    else:
-        with autocast:
-            bits = elbo_bits(model, held_out, ckpt["diffusion_steps"], K, n_draws=draws, seed=seed)  # (n, draws)
-        per_image = bits.mean(1)
-        mc_error = math.sqrt((bits.var(1) / draws).mean().item() / len(bits)) if draws > 1 else float("nan")
-        out = dict(elbo_bits_per_token=per_image.mean().item(), elbo_mc_error=mc_error,
-                   likelihood="ELBO (an upper bound on the NLL)", n_images=len(bits), draws=draws,
-                   uniform_bits_per_token=math.log2(K))
-        labels = load_labels(codes_path, len(codes))[0] if model.cfg.n_classes else None
-        if labels is not None:  # -log p(x) <= -log p(y) - log p(x | y), for the classes sample.py draws from p(y)
-            labels = split_codes(labels)[1]
-            with autocast:
-                cond = elbo_bits(model, held_out, ckpt["diffusion_steps"], K, n_draws=draws, seed=seed, labels=labels)
-            class_bits = -torch.log2(ckpt["class_counts"].double() / ckpt["class_counts"].sum())[labels]  # (n,)
-            out["elbo_with_class_bits_per_token"] = (cond.mean(1) + class_bits / N).mean().item()
+    with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
+        bits = kind.likelihood(model, held_out, n_draws=draws, seed=seed)  # (n, draws); one column if exact
+    per_image, draws = bits.mean(1), bits.shape[1]
+    mc_error = math.sqrt((bits.var(1) / draws).mean().item() / len(bits)) if draws > 1 else float("nan")
+    out = {f"{kind.bound}_bits_per_token": per_image.mean().item(), "likelihood": kind.bound_name,
+           "n_images": len(bits), "draws": draws, "uniform_bits_per_token": math.log2(K)}
+    if draws > 1:
+        out[f"{kind.bound}_mc_error"] = mc_error
+    labels = load_labels(codes_path, len(codes))[0] if model.cfg.n_classes else None
+    if labels is not None:  # -log p(x) <= -log p(y) - log p(x | y), for the classes sample.py draws from p(y)
+        labels = split_codes(labels)[1]
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
+            cond = kind.likelihood(model, held_out, n_draws=draws, seed=seed, labels=labels)
+        class_bits = -torch.log2(ckpt["class_counts"].double() / ckpt["class_counts"].sum())[labels]  # (n,)
+        out[f"{kind.bound}_with_class_bits_per_token"] = (cond.mean(1) + class_bits / N).mean().item()
     vqgan_ckpt = Path(ckpt_path).parent / ckpt["vqgan"] if ckpt["vqgan"] else None
     if vqgan_ckpt and vqgan_ckpt.is_file():
         # the codes' bits spread over the image's 3 * size * size values: NOT a bound on the image's likelihood, whose
         # bits per dim (the paper's) add the decoder's -log p(x | z); a VQGAN decoder (L1, LPIPS, GAN) defines none
         size = load_checkpoint(vqgan_ckpt, "vqgan")["config"]["img_size"]
-        main = out["nll_bits_per_token" if "nll_bits_per_token" in out else "elbo_bits_per_token"]
-        out["code_bits_per_dim"] = main * N / (3 * size * size)
+        out["code_bits_per_dim"] = out[f"{kind.bound}_bits_per_token"] * N / (3 * size * size)
     return out, per_image.numpy()
 
 # -----------------------------------------------------------------------------
@@ -387,7 +294,7 @@ class Counted:
         return self.model(x, positions)
 
 
-def speed(model, batch_sizes, steps_list, device, bf16, compile_model, train_steps=10):
+def speed(model, kind, batch_sizes, steps_list, device, bf16, compile_model, train_steps=10):
     """Rows of measurements: sampling at each (batch size, steps) after one warm-up run, then training."""
     dtype = torch.bfloat16 if bf16 else torch.float32
     peak = matmul_peak(device, dtype)
@@ -400,11 +307,11 @@ def speed(model, batch_sizes, steps_list, device, bf16, compile_model, train_ste
             counted = Counted(net, cfg)
             x = torch.full((B, N), K, device=device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                sample(counted, x, K, steps=S, seed=0)  # warm-up (and compilation)
+                kind.sample(counted, x, steps=S, seed=0, sampler="random")  # warm-up (and compilation)
                 counted.calls = counted.flops = 0
                 sync(device)
                 start = time.perf_counter()
-                sample(counted, x, K, steps=S, seed=1)
+                kind.sample(counted, x, steps=S, seed=1, sampler="random")
                 sync(device)
             t = time.perf_counter() - start
             rows.append(dict(mode="sample", batch=B, steps=S, images_per_s=B / t, ms_per_call=1000 * t / counted.calls,
@@ -419,7 +326,7 @@ def speed(model, batch_sizes, steps_list, device, bf16, compile_model, train_ste
             sync(device)
             start = time.perf_counter()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = training_losses(net, x_0, N, K, "reweighted_elbo")[0]
+            loss = kind.losses(net, x_0)[0]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -479,18 +386,19 @@ def main(args):
         results.update(reconstruction(args.vqgan, images, embed, device, judge=args.real == "shapes"))
     if args.speed:
         if args.ckpt:
-            model = prior_from_checkpoint(load_checkpoint(args.ckpt, "absorbing"))
-            if model.cfg.model != "absorbing":
+            model, kind = prior_from_checkpoint(load_checkpoint(args.ckpt, "absorbing"))
+            if kind.name != "absorbing":
                 raise SystemExit("error: --speed times the absorbing sampler; sample.py prints the time of an "
                                  "autoregressive prior's samples")
             results["model"] = f"{args.ckpt} (EMA weights)"
         else:  # the time a forward pass takes does not depend on the weights
             size = PRIOR_PRESETS[args.preset]
             cfg = PriorConfig(codebook_size=args.codebook_size, latent_h=args.latent, latent_w=args.latent, **size)
-            model = Transformer(cfg).eval()
+            kind = Absorbing(cfg, cfg.latent_h * cfg.latent_w)
+            model = kind.network().eval()
             results["model"] = f"random weights, preset {args.preset}, {args.latent}x{args.latent} codes from " \
                                f"{args.codebook_size}"
-        rows, peak = speed(model.to(device), args.batch_sizes, args.steps, device, bf16, args.compile)
+        rows, peak = speed(model.to(device), kind, args.batch_sizes, args.steps, device, bf16, args.compile)
         name = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
         results.update(device=name, dtype="bfloat16" if bf16 else "float32", matmul_peak_tflops=peak / 1e12,
                        parameters=sum(p.numel() for p in model.parameters()), speed=rows)
@@ -505,7 +413,7 @@ def main(args):
 
 def get_args(argv=None):
     p = argparse.ArgumentParser(description="Stage 4: FID, PRDC, likelihood, reconstruction and speed",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--real", default=None, help="real images: a folder, or 'shapes' (the built-in training images)")
     p.add_argument("--fake", default=None, help="generated images: a folder, or 'shapes' (held-out shapes images)")
     p.add_argument("--real-features", default=None, help="precomputed real features, .npy (N, D)")

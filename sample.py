@@ -23,8 +23,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-from absorbing import denoise, draw, load_vqgan, prior_from_checkpoint, sample, sample_autoregressive
-from common import bf16_is_fast, load_checkpoint, load_image, positive_int, save_grid, to_device
+from absorbing import denoise, load_vqgan, prior_from_checkpoint
+from common import HelpFormatter, bf16_is_fast, load_checkpoint, positive_int, save_grid, to_device
+from data import load_image
 from vqgan import to_float, to_uint8
 
 # -----------------------------------------------------------------------------
@@ -60,61 +61,7 @@ def mixture_denoiser(h, w, stride):
 
 
 # -----------------------------------------------------------------------------
-# Samplers besides the paper's reverse process (absorbing.sample, 'random'; 'cosine' is the same with MD4's grid
-# of steps). Each takes at most `steps` network calls.
-
-
-@torch.no_grad()
-def confidence_sample(model, x, mask_id, steps, temperature=1.0, seed=0, predict=denoise, noise=4.5, on_step=None):
-    """MaskGIT's sampler (Chang et al. 2022). Step j of S predicts every masked code, draws a candidate for each
-    from p(x_0 | x_t) and keeps the most confident candidates, ranked by log p(candidate) + noise * (1 - j/S) *
-    Gumbel, as many as leave cos(pi/2 * j/S) of the codes masked; the other candidates are dropped. Exact for
-    nothing: the reverse process reveals codes in random order, this one the likely codes first, which makes
-    samples cleaner and less diverse. Its steps cannot revise a revealed code."""
-    device, shape = x.device, x.shape
-    x = x.clone().view(len(x), -1)  # (B, N)
-    start = (x == mask_id).sum(1).cpu()  # (B,) masked codes at the start
-    g = torch.Generator(device).manual_seed(seed)
-    for j in range(1, steps + 1):
-        masked = (x == mask_id).cpu()  # (B, N)
-        if not masked.any():
-            break
-        left = (start * math.cos(math.pi / 2 * j / steps)).floor().long()  # (B,) still masked after step j (0 at S)
-        probs = predict(model, x.view(shape), masked.view(shape), temperature)  # (M, K)
-        at = to_device(masked.flatten().nonzero().squeeze(1), device)  # (M,)
-        candidate = draw(probs, g)  # (M,)
-        confidence = probs.double().gather(1, candidate[:, None]).squeeze(1).log()  # (M,)
-        gumbel = -torch.empty_like(confidence).exponential_(generator=g).log()
-        score = torch.full(x.shape, -math.inf, dtype=torch.float64, device=device)  # (B, N): known codes never rank
-        score.view(-1)[at] = confidence + noise * (1 - j / steps) * gumbel
-        rank = score.argsort(1, descending=True).argsort(1)  # (B, N): 0 for the most confident
-        reveal = rank < to_device(masked.sum(1) - left, device)[:, None]  # (B, N)
-        proposal = x.clone()
-        proposal.view(-1)[at] = candidate
-        x = torch.where(reveal, proposal, x)
-        if on_step is not None:
-            on_step(x.view(shape))
-    return x.view(shape)
-
-
-@torch.no_grad()
-def remask(model, x, free, steps, fraction, mask_id, temperature=1.0, seed=0, predict=denoise):
-    """ReMDM-style corrector steps (Wang et al. 2025) after sampling: each step masks a random `fraction` of the
-    `free` codes (B, ...) bool again (at least one per image) and redraws them from p(x_0 | x_t), so that later
-    calls can revise earlier mistakes. With one code a step, and conditionals that are those of one joint
-    distribution, this is a Gibbs sampler of it: exact in that it leaves that distribution unchanged."""
-    device, shape = x.device, x.shape
-    free = free.cpu().view(len(x), -1)  # (B, N)
-    n = max(1, round(fraction * int(free.sum(1).min())))
-    g_where = torch.Generator().manual_seed(seed)
-    g = torch.Generator(device).manual_seed(seed + 1)
-    for _ in range(steps):
-        noise = torch.rand(free.shape, generator=g_where).masked_fill(~free, 2.0)  # (B, N): fixed codes last
-        picked = torch.zeros_like(free).scatter_(1, noise.argsort(1)[:, :n], True)  # (B, N) n codes of each row
-        x = x.masked_fill(to_device(picked.view(shape), device), mask_id)
-        probs = predict(model, x, picked.view(shape), temperature)  # (M, K)
-        x.view(-1)[to_device(picked.flatten().nonzero().squeeze(1), device)] = draw(probs, g)
-    return x
+# Classifier-free guidance
 
 
 def guided(model, label, weight):
@@ -149,7 +96,8 @@ def inpaint_inputs(vqgan, image_path, mask_path, mask_id, device):
     # (h, w): a code is masked if any pixel of its f x f patch is in the region
     masked = F.max_pool2d(torch.from_numpy(region).float()[None, None], vqgan.cfg.downsample)[0, 0].bool()
     if not masked.any():
-        raise SystemExit(f"error: the mask {mask_path} has no white pixel, so there is nothing to inpaint")
+        raise SystemExit(f"error: the mask {mask_path} has no white pixel in the centre square the image is read at "
+                         f"({size}x{size} after resizing), so there is nothing to inpaint")
     codes = vqgan.encode(image)
     codes[:, masked.to(device)] = mask_id
     return codes, image, masked
@@ -214,7 +162,8 @@ def main(args):
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     bf16 = bf16_is_fast(device) if args.bf16 == "auto" else args.bf16 == "on"
     ckpt = load_checkpoint(args.ckpt, "absorbing")
-    model = prior_from_checkpoint(ckpt).to(device)
+    model, kind = prior_from_checkpoint(ckpt)
+    model = model.to(device)
     net = torch.compile(model, dynamic=True) if args.compile else model  # shapes change with each step's reveals
     label = class_index(ckpt, args.class_) if args.class_ is not None else None
     if args.guidance != 1 and not ckpt.get("classes"):
@@ -226,24 +175,21 @@ def main(args):
     vqgan = load_vqgan(vqgan_path, device)
     if vqgan is None:
         raise SystemExit("error: sampling writes images, so it needs the VQGAN checkpoint; pass --vqgan PATH")
-    if vqgan.cfg.codebook_size != K:
-        raise SystemExit(f"error: the VQGAN {vqgan_path} has {vqgan.cfg.codebook_size} codes, the prior {K}")
+    side = vqgan.cfg.img_size // vqgan.cfg.downsample
+    if (vqgan.cfg.codebook_size, side, side) != (K, h, w):
+        raise SystemExit(f"error: the VQGAN {vqgan_path} makes {side}x{side} grids of {vqgan.cfg.codebook_size} codes, "
+                         f"the prior models {h}x{w} grids of {K}; pass the --vqgan the prior's codes came from")
     H, W = args.latent_size or (h, w)
     if H < h or W < w:
         raise SystemExit(f"error: --latent-size {H} {W} is smaller than the prior's {h}x{w} window")
-    predict = mixture_denoiser(h, w, args.window_stride) if (H, W) != (h, w) else denoise
-    autoregressive = model.cfg.model == "autoregressive"
-    if autoregressive and (args.inpaint or (H, W) != (h, w) or args.sampler or args.sample_steps):
-        raise SystemExit("error: an autoregressive prior samples new images of its training size in raster order, one "
-                         "code per network call: drop --inpaint, --latent-size, --sampler and --sample-steps")
+    options = dict(sampler=args.sampler, counts=args.counts, remask_steps=args.remask_steps,
+                   remask_fraction=args.remask_fraction)  # the absorbing prior's; other kinds refuse what they lack
+    if (H, W) != (h, w):
+        options["predict"] = mixture_denoiser(h, w, args.window_stride)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
 
-    sampler = args.sampler or "cosine"
-
-    def run(x, seed, on_step=None, label=None):  # the chosen --sampler, at most --sample-steps network calls
-        masked = int((x == K).flatten(1).sum(1).max())
-        steps = min(args.sample_steps or masked, masked)
+    def run(x, seed, on_step=None, label=None):  # the prior's sampler, at most --sample-steps network calls
         calls[0] = 0
         cls_net = net if label is None else guided(net, label, args.guidance)
 
@@ -252,18 +198,8 @@ def main(args):
             return cls_net(*a, **k)
 
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            if autoregressive:
-                return sample_autoregressive(counted, x.view(len(x), -1), args.temperature, seed).view(x.shape)
-            if sampler == "confidence":
-                return confidence_sample(counted, x, K, steps, args.temperature, seed, predict, on_step=on_step)
-            if sampler == "remask":
-                fix = min(args.remask_steps if args.remask_steps is not None else steps // 2, steps - 1)
-                x_0 = sample(counted, x, K, steps=max(steps - fix, 1), temperature=args.temperature, seed=seed,
-                             predict=predict, on_step=on_step, progress=True, counts=args.counts)
-                return remask(counted, x_0, x == K, fix, args.remask_fraction, K, args.temperature, seed, predict)
-            return sample(counted, x, K, steps=steps, temperature=args.temperature, seed=seed, predict=predict,
-                          on_step=on_step, progress=True, grid="cosine" if sampler == "cosine" else "uniform",
-                          counts=args.counts)
+            return kind.sample(counted, x, steps=args.sample_steps, temperature=args.temperature, seed=seed,
+                               on_step=on_step, progress=True, **options)
 
     if args.inpaint:
         codes, image, masked = inpaint_inputs(vqgan, args.inpaint, args.mask, K, device)
@@ -290,9 +226,9 @@ def main(args):
         images[idx] = to_uint8(decode(vqgan, x, bf16, whole=args.decode == "whole"))
         of_class = "" if c is None else f" of class {ckpt['classes'][c]}"
         took = time.time() - start
-        how = "autoregressive prior (raster order)" if autoregressive else f"{sampler} sampler"
-        print(f"batch of {len(idx)}{of_class}: {took:.2f} s to sample {H}x{W} codes with the {how} "
-              f"in {calls[0]} network calls ({took / len(idx):.3f} s per image)")
+        print(f"batch of {len(idx)}{of_class}: {took:.2f} s to sample {H}x{W} codes with the {kind.name} prior's "
+              f"{args.sampler or kind.default_sampler} sampler in {calls[0]} network calls ({took / len(idx):.3f} s "
+              f"per image)")
     save_grid(images, out, nrow=int(np.ceil(np.sqrt(len(images)))))
     print(f"wrote {out}")
     if args.images:
@@ -318,7 +254,7 @@ def write_gif(vqgan, frames, mask_id, bf16, path):
 
 def get_args(argv=None):
     p = argparse.ArgumentParser(description="Stage 3: sample images from the absorbing-diffusion prior",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--ckpt", default="out/absorbing.pt", help="the prior's checkpoint (absorbing.py)")
     p.add_argument("--vqgan", default=None, help="the VQGAN checkpoint (default: the one the prior names)")
     p.add_argument("--n-samples", type=positive_int, default=64, help="number of images")

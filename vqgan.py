@@ -13,7 +13,6 @@ OUT/codes.json saying what absorbing.py needs to know (codebook size, where this
 names), and OUT/labels.npy when the images have classes (the shapes kinds, or a folder's subfolders).
 """
 import argparse
-import json
 import math
 import os
 from dataclasses import asdict, dataclass
@@ -26,11 +25,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from common import (CHECKPOINT_VERSION, ImageFolder, StepBatches, append_log, bf16_is_fast, catch_stop_signals,
-                    learning_rate, load_checkpoint, mean_over_ranks, positive_float, positive_int, pretrained,
-                    require_finite, restore, rng_states, save_checkpoint, save_grid, scan_folder, setup_distributed,
-                    split_paths, start_log, stop_if_signalled, median_side)
-from shapes import SHAPE_KINDS, make_shapes
+from common import (CHECKPOINT_VERSION, HelpFormatter, StepBatches, append_log, bf16_is_fast, catch_stop_signals,
+                    learning_rate, load_checkpoint, mean_over_ranks, positive_float, positive_int, preset_values,
+                    pretrained, print_settings, require_finite, restore, resumed_settings, rng_states, save_checkpoint,
+                    save_grid, setup_distributed, start_log, stop_if_signalled)
+from data import code_redundancy, codebook_usage, load_data, median_side, write_codes
 
 # -----------------------------------------------------------------------------
 # Presets, named by the image size they are for. '32px' (and '64px') train on a laptop CPU in minutes; '256px'
@@ -55,12 +54,6 @@ PRESETS = {
     "churches": dict(PAPER, max_steps=2_200_000),
     "bedrooms": dict(PAPER, max_steps=2_200_000),
 }
-DATA_SOURCES = {
-    "ffhq": "FFHQ from https://github.com/NVlabs/ffhq-dataset (images1024x1024 or the 256px thumbnails)",
-    "churches": "LSUN church_outdoor from https://github.com/fyu/lsun, exported to image files",
-    "bedrooms": "LSUN bedroom from https://github.com/fyu/lsun, exported to image files",
-}
-
 
 def preset_for_folder(folder, img_size=None):
     """(preset name, why) for an image folder: the largest scale preset whose image size is at most the images'
@@ -70,31 +63,6 @@ def preset_for_folder(folder, img_size=None):
     name = max((n for n in ("32px", "64px", "256px") if PRESETS[n]["img_size"] <= (side or 0)),
                key=lambda n: PRESETS[n]["img_size"], default="32px")
     return name, f"{side} px ({why})" if side else why
-
-# -----------------------------------------------------------------------------
-# Data: the built-in 'shapes' images (shapes.py), or any folder of images. Everything is uint8 (H, W, 3) until
-# the training step turns a batch into floats in [-1, 1].
-
-def load_data(data, data_dir, img_size, n_shapes=10000, val_fraction=0.05, seed=0):
-    """(train, val, labels, classes): datasets of uint8 (H, W, 3) images, the training labels (n,) and the class
-    names: the shapes kinds, or the subfolders of a folder whose images all lie in two or more subfolders (the
-    ImageFolder convention); None and [] for a folder without classes."""
-    if data == "shapes":
-        n_val = max(1, round(val_fraction * n_shapes))
-        train, labels = make_shapes(n_shapes, img_size, seed)
-        val, _ = make_shapes(n_val, img_size, seed + 1)
-        return torch.from_numpy(train), torch.from_numpy(val), labels, list(SHAPE_KINDS)
-    folder = Path(data_dir or (Path("data") / data if data in DATA_SOURCES else data))
-    if not folder.is_dir():
-        where = f"; get {DATA_SOURCES[data]} and put the images there (or pass --data-dir)" if data in DATA_SOURCES \
-            else ""
-        raise SystemExit(f"error: image folder {folder} does not exist{where}")
-    train, val = split_paths(scan_folder(folder, img_size), folder, val_fraction)
-    tops = [p.relative_to(folder).parts[0] if len(p.relative_to(folder).parts) > 1 else None for p in train]
-    classes = sorted(set(tops)) if None not in tops and len(set(tops)) > 1 else []
-    labels = np.array([classes.index(c) for c in tops], dtype=np.int64) if classes else None
-    return ImageFolder(train, img_size), ImageFolder(val, img_size), labels, classes
-
 
 def to_float(images):
     """uint8 (B, H, W, 3) -> float (B, 3, H, W) in [-1, 1]."""
@@ -273,36 +241,6 @@ def vq_loss(z, z_q, beta):
     return F.mse_loss(z_q, z.detach()) + beta * F.mse_loss(z, z_q.detach())
 
 
-def codebook_usage(codes, codebook_size):
-    """(perplexity, fraction of codes used) of a batch of codes: exp(entropy) of the code histogram,
-    K if every code is used equally, 1 if the codebook has collapsed to a single code."""
-    p = torch.bincount(codes.flatten(), minlength=codebook_size).double()
-    p = p[p > 0] / p.sum()
-    return math.exp(-(p * p.log()).sum().item()), len(p) / codebook_size
-
-
-def code_redundancy(images, codes):
-    """How many codes the encoder spends on one patch content. images (N, S, S, 3) uint8, codes (N, h, w): each
-    code's f x f patch is matched with the other patches of exactly the same pixels (plain background, mostly).
-    Returns (bits, agreement, coverage): the entropy of the code given the patch content, H(code | content), 0
-    when equal patches always get one code; the fraction of those patches that get their content's most common
-    code; and the fraction of patches whose content repeats at all (the part of the data measured)."""
-    N, h, w = codes.shape
-    f = images.shape[1] // h
-    patches = images.reshape(N, h, f, w, f, 3).transpose(0, 1, 3, 2, 4, 5).reshape(N * h * w, -1)
-    _, content, counts = np.unique(patches, axis=0, return_inverse=True, return_counts=True)
-    content = content.ravel()
-    repeated = counts[content] > 1
-    if not repeated.any():
-        return float("nan"), float("nan"), 0.0
-    pairs = np.stack([content, codes.ravel().astype(np.int64)])[:, repeated]  # (2, M): (content, code) of each
-    pairs, n_pair = np.unique(pairs, axis=1, return_counts=True)
-    bits = -(n_pair * np.log2(n_pair / counts[pairs[0]])).sum() / repeated.sum()  # sum p(c, k) log 1 / p(k | c)
-    most_common = np.zeros(len(counts), dtype=np.int64)
-    np.maximum.at(most_common, pairs[0], n_pair)
-    return float(bits) + 0.0, most_common.sum() / repeated.sum(), repeated.mean()  # + 0.0: no -0.0
-
-
 class VQGAN(nn.Module):
     def __init__(self, cfg):
         super().__init__()
@@ -467,27 +405,6 @@ def encode_dataset(model, dataset, device, batch_size=64, num_workers=0, disable
     return torch.cat(codes).numpy()
 
 
-def write_codes(codes, out_dir, ckpt_path, labels, classes, redundancy):
-    """OUT/codes.npy (N, h, w) and OUT/codes.json: the codebook size, the latent shape and the VQGAN
-    checkpoint's path relative to OUT, which is what absorbing.py reads, and the codes' statistics."""
-    ckpt = load_checkpoint(ckpt_path, "vqgan")
-    K = ckpt["config"]["codebook_size"]
-    codes = codes.astype(np.int16 if K <= 2 ** 15 else np.int32)
-    perplexity, used = codebook_usage(torch.from_numpy(codes.astype(np.int64)), K)
-    with open(Path(out_dir) / "codes.npy.tmp", "wb") as f:
-        np.save(f, codes)
-    os.replace(Path(out_dir) / "codes.npy.tmp", Path(out_dir) / "codes.npy")
-    if labels is not None:
-        np.save(Path(out_dir) / "labels.npy", labels)
-    elif (Path(out_dir) / "labels.npy").is_file():  # an earlier run's labels would not fit these codes
-        os.remove(Path(out_dir) / "labels.npy")
-    meta = dict(codebook_size=K, latent_shape=list(codes.shape[1:]), n_images=len(codes), classes=classes,
-                vqgan=os.path.relpath(ckpt_path, out_dir), perplexity=perplexity, used=used,
-                **dict(zip(("code_bits", "code_agreement", "repeated_patches"), map(float, redundancy))))
-    (Path(out_dir) / "codes.json").write_text(json.dumps(meta, indent=1) + "\n")
-    return meta
-
-
 def main(args):
     rank, world_size, device = setup_distributed(args.device)
     args.bf16 = bf16_is_fast(device) if args.bf16 == "auto" else args.bf16 == "on"
@@ -497,12 +414,8 @@ def main(args):
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
     ckpt = load_checkpoint(ckpt_path, "vqgan") if args.resume or args.encode_only else None
-    if ckpt is not None:  # the run's settings come from the checkpoint; flags given now may extend max_steps
-        max_steps = args.max_steps
-        keep = ("resume", "encode_only", "device", "max_steps", "out_dir", "num_workers")
-        vars(args).update({k: v for k, v in ckpt["args"].items() if k not in keep})
-        args.max_steps = max_steps or ckpt["args"]["max_steps"]
-        args.lr_decay = ckpt["args"].get("lr_decay", "constant")  # checkpoints from before --lr-decay: constant
+    if ckpt is not None:  # the run's own settings; --max-steps may grow the run
+        resumed_settings(args, ckpt, keep=("resume", "encode_only", "device", "max_steps", "out_dir", "num_workers"))
     cfg = VQGANConfig.from_dict(ckpt["config"]) if ckpt else \
         VQGANConfig(**{k: getattr(args, k) for k in VQGANConfig.__dataclass_fields__})
     train_set, val_set, labels, classes = load_data(args.data, args.data_dir, cfg.img_size, args.n_shapes)
@@ -521,6 +434,7 @@ def main(args):
     step = restore(ckpt, parts, rank, world_size) if ckpt else 0
     if is_main:
         start_log(out / "vqgan_log.jsonl", step)
+        print_settings(args, out / "vqgan_log.jsonl", step)
         n_params = sum(p.numel() for p in model.parameters())
         h = cfg.img_size // cfg.downsample
         print(f"VQGAN {n_params / 1e6:.2f}M parameters, {cfg.img_size}px images -> {h}x{h} codes from "
@@ -586,7 +500,10 @@ def finish(model, train_set, labels, classes, ckpt_path, args, device, is_main):
         codes = encode_dataset(model, train_set, device, num_workers=args.num_workers)
         n = min(len(train_set), 2000)  # the redundancy of the codes of the first 2000 images
         redundancy = code_redundancy(np.stack([np.asarray(train_set[i]) for i in range(n)]), codes[:n])
-        meta = write_codes(codes, args.out_dir, ckpt_path, labels, classes, redundancy)
+        perplexity, used = codebook_usage(torch.from_numpy(codes.astype(np.int64)), model.cfg.codebook_size)
+        meta = write_codes(codes, args.out_dir, ckpt_path, model.cfg.codebook_size, labels, classes,
+                           perplexity=perplexity, used=used,
+                           **dict(zip(("code_bits", "code_agreement", "repeated_patches"), map(float, redundancy))))
         print(f"wrote {Path(args.out_dir) / 'codes.npy'} {codes.shape}: codebook perplexity "
               f"{meta['perplexity']:.1f}, {100 * meta['used']:.0f}% of {meta['codebook_size']} codes used; equal "
               f"patches: {meta['code_bits']:.2f} bits of code given the patch, {100 * meta['code_agreement']:.0f}% "
@@ -598,77 +515,82 @@ def finish(model, train_set, labels, classes, ckpt_path, args, device, is_main):
 
 def get_args(argv=None):
     p = argparse.ArgumentParser(description="Stage 1: train a VQGAN and encode the images to codes.npy",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
+
+    def preset_flag(name, help, **kw):  # a setting that the preset fills in unless given
+        key = name[2:].replace("-", "_")
+        p.add_argument(name, default=None, help=f"{help} (default: {preset_values(PRESETS, key)})", **kw)
+
     p.add_argument("--data", default="shapes", help="'shapes' (built in), an image folder, or ffhq, churches, bedrooms")
-    p.add_argument("--data-dir", default=None, help="where a preset's images are (default data/NAME)")
+    p.add_argument("--data-dir", default=None, help="where a preset's images are (default: data/NAME)")
     p.add_argument("--preset", choices=list(PRESETS), default=None,
                    help="hyperparameters (default: the --data name's; for a folder, the scale of its images)")
     p.add_argument("--out-dir", default="out", help="where the checkpoint, images and codes go")
     p.add_argument("--n-shapes", type=positive_int, default=10000, help="training images of the shapes data")
-    p.add_argument("--img-size", type=positive_int, default=None, help="image side in pixels")
-    p.add_argument("--nf", type=positive_int, default=None, help="encoder/decoder channels at full resolution")
-    p.add_argument("--ch-mult", type=positive_int, nargs="+", default=None, help="channel multiplier per resolution")
-    p.add_argument("--res-blocks", type=positive_int, default=None, help="residual blocks per resolution")
-    p.add_argument("--attn-resolutions", type=positive_int, nargs="*", default=None, help="sizes with attention")
-    p.add_argument("--emb-dim", type=positive_int, default=None, help="dimension D of a code vector")
-    p.add_argument("--codebook-size", type=positive_int, default=None, help="number K of codes")
-    p.add_argument("--local-encoder", choices=["on", "off"], default=None,
-                   help="on: each code is computed from its own f x f patch only; off: the paper's encoder")
-    p.add_argument("--norm", choices=["group", "position"], default=None,
-                   help="normalisation in the encoder and decoder: the paper's GroupNorm (statistics of the whole "
-                        "image) or PositionNorm (a LayerNorm at each position)")
-    p.add_argument("--restart-after", type=int, default=None,
-                   help="move a code no position chose for this many steps onto an encoder output (0: never)")
-    p.add_argument("--beta", type=float, default=None, help="weight of the commitment loss")
-    p.add_argument("--ndf", type=positive_int, default=None, help="discriminator channels")
-    p.add_argument("--disc-layers", type=positive_int, default=None, help="discriminator stride-2 layers")
-    p.add_argument("--disc-start", type=int, default=None, help="step at which the GAN loss switches on")
-    p.add_argument("--lambda-max", type=float, default=None, help="clamp on the adaptive GAN weight (Eq. 9c)")
+    preset_flag("--img-size", "image side in pixels", type=positive_int)
+    preset_flag("--nf", "encoder/decoder channels at full resolution", type=positive_int)
+    preset_flag("--ch-mult", "channel multiplier per resolution", type=positive_int, nargs="+")
+    preset_flag("--res-blocks", "residual blocks per resolution", type=positive_int)
+    preset_flag("--attn-resolutions", "feature-map sizes with self-attention", type=positive_int, nargs="*")
+    preset_flag("--emb-dim", "dimension D of a code vector", type=positive_int)
+    preset_flag("--codebook-size", "number K of codes", type=positive_int)
+    preset_flag("--local-encoder", "on: each code is computed from its own f x f patch only; off: the paper's "
+                "encoder", choices=["on", "off"])
+    preset_flag("--norm", "normalisation in the encoder and decoder: the paper's GroupNorm (statistics of the whole "
+                "image) or PositionNorm (a LayerNorm at each position)", choices=["group", "position"])
+    preset_flag("--restart-after", "move a code no position chose for this many steps onto an encoder output "
+                "(0: never)", type=int)
+    preset_flag("--beta", "weight of the commitment loss", type=float)
+    preset_flag("--ndf", "discriminator channels", type=positive_int)
+    preset_flag("--disc-layers", "discriminator stride-2 layers", type=positive_int)
+    preset_flag("--disc-start", "step at which the GAN loss switches on", type=int)
+    preset_flag("--lambda-max", "clamp on the adaptive GAN weight (Eq. 9c)", type=float)
     p.add_argument("--diffaug", choices=["on", "off"], default="on", help="DiffAug before the discriminator (Tab. 5)")
-    p.add_argument("--perceptual-weight", type=float, default=None, help="weight of LPIPS (needs VGG16 weights)")
-    p.add_argument("--lr", type=positive_float, default=None, help="Adam learning rate")
-    p.add_argument("--lr-decay", choices=["constant", "cosine"], default=None,
-                   help="learning rate after the start: constant (the paper's) or a cosine down to 0 at --max-steps")
-    p.add_argument("--codebook-lr-mult", type=float, default=None, help="the codebook's learning rate over --lr")
-    p.add_argument("--batch-size", type=positive_int, default=None, help="global batch (split over torchrun ranks)")
-    p.add_argument("--max-steps", type=positive_int, default=None, help="training steps")
+    preset_flag("--perceptual-weight", "weight of LPIPS (needs VGG16 weights)", type=float)
+    preset_flag("--lr", "Adam learning rate", type=positive_float)
+    preset_flag("--lr-decay", "learning rate after the start: constant (the paper's) or a cosine down to 0 at "
+                "--max-steps", choices=["constant", "cosine"])
+    preset_flag("--codebook-lr-mult", "the codebook's learning rate over --lr", type=float)
+    preset_flag("--batch-size", "global batch (split over torchrun ranks)", type=positive_int)
+    preset_flag("--max-steps", "training steps; with --resume, the run's own unless given", type=positive_int)
     p.add_argument("--hflip", action="store_true", help="random horizontal flips")
     p.add_argument("--seed", type=int, default=0, help="random seed of the run")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.add_argument("--bf16", default="auto", choices=["auto", "on", "off"],
                    help="bfloat16 autocast (auto: on for CUDA and for CPUs with bf16 instructions)")
     p.add_argument("--num-workers", type=int, default=None,
-                   help="data loaders (default 0 for shapes, else 4, or the CPU count if lower)")
+                   help="data loaders (default: 0 for shapes, else 4, or the CPU count if lower)")
     p.add_argument("--log-every", type=positive_int, default=20, help="steps between log lines")
     p.add_argument("--sample-every", type=positive_int, default=200, help="steps between reconstruction grids")
     p.add_argument("--ckpt-every", type=positive_int, default=200, help="steps between checkpoints")
     p.add_argument("--resume", action="store_true",
-                   help="continue OUT/vqgan.pt (same settings; --max-steps may grow, stretching a cosine --lr-decay)")
+                   help="continue OUT/vqgan.pt with its own settings (--max-steps may grow, stretching a cosine "
+                        "--lr-decay)")
     p.add_argument("--encode-only", action="store_true", help="load OUT/vqgan.pt and only write codes.npy")
     args = p.parse_args(argv)
+    if args.num_workers is None:
+        args.num_workers = 0 if args.data == "shapes" else min(4, os.cpu_count() or 1)
+    if args.resume or args.encode_only:  # every setting but the run's length comes from the checkpoint (main)
+        return args
     if args.preset is None and args.data in PRESETS:
         args.preset = args.data
-    elif args.preset is None and Path(args.data).is_dir() and not args.resume and not args.encode_only:
+    elif args.preset is None and Path(args.data).is_dir():
         args.preset, why = preset_for_folder(args.data, args.img_size)
         print(f"{args.data}: images of {why} -> preset {args.preset} (pass --preset to choose another; any setting "
               f"can be overridden by its flag)")
-    preset = PRESETS[args.preset or "32px"]  # a missing folder is reported by load_data
-    for k, v in preset.items():
+    for k, v in PRESETS[args.preset or "32px"].items():  # a missing folder is reported by load_data
         if getattr(args, k) is None:
             setattr(args, k, v)
     args.ch_mult, args.attn_resolutions = tuple(args.ch_mult), tuple(args.attn_resolutions)
     args.local_encoder = args.local_encoder in ("on", True)
     if args.restart_after < 0:
         p.error(f"--restart-after must be >= 0 (0: never restart), got {args.restart_after}")
-    if args.num_workers is None:
-        args.num_workers = 0 if args.data == "shapes" else min(4, os.cpu_count() or 1)
     f = 2 ** (len(args.ch_mult) - 1)
     if args.img_size % f:
         p.error(f"--img-size {args.img_size} is not divisible by the down-sampling factor {f} of --ch-mult")
     if args.batch_size % int(os.environ.get("WORLD_SIZE", 1)):
         p.error(f"--batch-size {args.batch_size} is not divisible by the {os.environ['WORLD_SIZE']} processes")
     return args
-
 
 if __name__ == "__main__":
     main(get_args())

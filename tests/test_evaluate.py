@@ -170,7 +170,7 @@ def test_bf16_and_float32_give_the_same_elbo(trained_prior, tiny_run):
 def test_a_class_conditional_prior_is_scored_with_and_without_its_labels(trained_prior, tiny_run, tmp_path):
     ckpt = trained_prior / "absorbing.pt"
     with_labels = evaluate.likelihood(ckpt, tiny_run / "codes.npy", 4, "cpu")[0]
-    assert absorbing.prior_from_checkpoint(C.load_checkpoint(ckpt, "absorbing")).cfg.n_classes == 3
+    assert absorbing.prior_from_checkpoint(C.load_checkpoint(ckpt, "absorbing"))[0].cfg.n_classes == 3
     assert with_labels["elbo_with_class_bits_per_token"] > 0
     for name in ("codes.npy", "codes.json"):  # the same codes, copied without labels.npy
         (tmp_path / name).write_bytes((tiny_run / name).read_bytes())
@@ -184,11 +184,11 @@ def test_a_class_conditional_prior_is_scored_with_and_without_its_labels(trained
 
 def test_the_judge_passes_real_images_and_names_their_kinds():
     images, labels = evaluate.make_shapes(400, 32, seed=3)
-    verdicts = [evaluate.judge_shape_image(img) for img in images]
-    valid = [(kind, evaluate.SHAPE_KINDS[label]) for (reason, kind), label in zip(verdicts, labels) if reason is None]
+    verdicts = [shapes.judge_shape_image(img) for img in images]
+    valid = [(kind, shapes.SHAPE_KINDS[label]) for (reason, kind), label in zip(verdicts, labels) if reason is None]
     assert len(valid) >= 0.99 * len(images)
     assert all(kind == truth for kind, truth in valid)
-    summary = evaluate.judge_shapes(images)
+    summary = shapes.judge_shapes(images)
     assert summary["shape_valid"] == len(valid) / len(images) and sum(summary["shape_kinds"].values()) == len(valid)
 
 
@@ -198,7 +198,7 @@ def test_ideal_shapes_fit_the_drawn_ones_and_not_the_other_kinds():
         for cx, cy, r in [(10.3, 12.8, 5.0), (16.0, 15.5, 7.9)]:
             img = Image.new("1", (32, 32))
             shapes.draw_shape(ImageDraw.Draw(img), kind, cx, cy, r, 1)
-            ious = [evaluate.fit_iou(np.asarray(img), k) for k in range(3)]
+            ious = [shapes.fit_iou(np.asarray(img), k) for k in range(3)]
             assert ious[kind] > 0.9 and max(ious[k] for k in range(3) if k != kind) < ious[kind] - 0.05
 
 
@@ -213,7 +213,7 @@ def drawing(figures, background=(255, 255, 255)):
 
 def test_the_judge_rejects_broken_drawings_for_the_right_reason():
     from PIL import Image, ImageDraw
-    red, blue = evaluate.COLOURS[0], evaluate.COLOURS[2]
+    red, blue = shapes.COLOURS[0], shapes.COLOURS[2]
     blob = Image.fromarray(drawing([]))
     ImageDraw.Draw(blob).ellipse([4, 10, 27, 20], fill=red)  # a circle squashed to half its height
     noisy = drawing([(0, 16, 16, 6, red)]).copy()
@@ -226,11 +226,11 @@ def test_the_judge_rejects_broken_drawings_for_the_right_reason():
              "colour": drawing([(2, 16, 16, 7, (150, 60, 200))]),  # purple is not one of the four colours
              }
     for reason, img in cases.items():
-        assert evaluate.judge_shape_image(img) == (reason, None), reason
-    assert evaluate.judge_shape_image(grey) == ("background", None)
+        assert shapes.judge_shape_image(img) == (reason, None), reason
+    assert shapes.judge_shape_image(grey) == ("background", None)
     four = drawing([(0, 7, 7, 5, red), (0, 24, 7, 5, red), (0, 7, 24, 5, blue), (0, 24, 24, 5, blue)], (20, 20, 20))
-    assert evaluate.judge_shape_image(four) == ("count", None)
-    assert evaluate.judge_shape_image(four[:, :15]) == (None, "circle")  # cropped to two circles: valid
+    assert shapes.judge_shape_image(four) == ("count", None)
+    assert shapes.judge_shape_image(four[:, :15]) == (None, "circle")  # cropped to two circles: valid
 
 
 def test_generated_images_are_judged_when_compared_with_shapes(tmp_path, capsys):
@@ -255,8 +255,8 @@ def test_crops_of_larger_images_are_every_window_and_are_judged(tmp_path, capsys
     assert torch.equal(found, torch.from_numpy(np.stack(by_loop)))  # 9 windows of each image, in row-major order
     assert torch.equal(evaluate.crops(str(tmp_path), 10, 32, 32), torch.from_numpy(images))  # stride 32: the six
     out = run(capsys, "--real", "shapes", "--fake", str(tmp_path), "--features", "random", "--crop-stride", "32",
-              "--nearest-k", "3")
-    assert out["shape_judged"] == 6 and out["shape_valid"] == evaluate.judge_shapes(images)["shape_valid"]
+              "--nearest-k", "3", "--num", "6")
+    assert out["shape_judged"] == 6 and out["shape_valid"] == shapes.judge_shapes(images)["shape_valid"]
     Image.fromarray(images[0]).save(tmp_path / "small.png")
     with pytest.raises(SystemExit, match="images of one size; .* 2 sizes"):
         evaluate.crops(str(tmp_path), 10, 32, 4)

@@ -1,6 +1,5 @@
 """Interrupted runs, numerical faults, untrusted and wrong files, bad flags, torchrun: across the scripts."""
 import json
-import random
 import signal
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from PIL import Image
 
 import absorbing as A
 import common as C
+import data as D
 import evaluate as E
 import sample as S
 import vqgan as V
@@ -21,8 +21,9 @@ from conftest import REPO, SCRIPT_ENV
 # each script's run on the CPU: small, with a checkpoint every 2 steps and a log line every step
 VQGAN_FLAGS = ["vqgan.py", "--n-shapes", "64", "--batch-size", "8", "--disc-start", "6", "--log-every", "1",
                "--sample-every", "1000", "--ckpt-every", "2", "--bf16", "off", "--device", "cpu"]
-PRIOR_FLAGS = ["absorbing.py", "--batch-size", "32", "--log-every", "1", "--eval-every", "1000", "--sample-every", "0",
-               "--ckpt-every", "2", "--bf16", "off", "--device", "cpu"]
+PRIOR_FLAGS = ["absorbing.py", "--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--batch-size", "32",
+               "--log-every", "1", "--eval-every", "1000", "--sample-every", "0", "--ckpt-every", "2", "--bf16", "off",
+               "--device", "cpu"]
 
 
 def flags_for(script, out, codes):
@@ -57,7 +58,7 @@ def assert_same_state(script, a, b, parts):
 @pytest.mark.parametrize("script,steps,parts", [("vqgan", 14, ("model", "disc")), ("absorbing", 30, ("model", "ema"))])
 def test_sigkill_at_a_random_step_then_resume_is_bit_identical(script, steps, parts, tiny_run, tmp_path, run_script,
                                                               start_script):
-    kill_at = random.randint(3, steps - 4)
+    kill_at = steps // 2  # odd: the last checkpoint is a step before, so the lines logged after it must be dropped
     whole, killed = tmp_path / f"{script}_whole", tmp_path / f"{script}_killed"
     flags = lambda out: [*flags_for(script, out, tiny_run / "codes.npy"), "--max-steps", str(steps)]  # noqa: E731
     run_script(flags(whole))
@@ -69,8 +70,11 @@ def test_sigkill_at_a_random_step_then_resume_is_bit_identical(script, steps, pa
     assert interrupted_at < steps, f"killed at step {kill_at}, but the run had finished"
     run_script([*flags(killed), "--resume"])
     assert_same_state(script, whole, killed, parts)
-    logs = [(d / f"{script}_log.jsonl").read_text() for d in (whole, killed)]
-    assert logs[0] == logs[1]  # the lines written after the last checkpoint were dropped, then written again
+    logs = [list(map(json.loads, (d / f"{script}_log.jsonl").read_text().splitlines())) for d in (whole, killed)]
+    resumed = [r for r in logs[1] if "settings" in r][-1]
+    assert resumed["settings"]["resume"] and resumed["step"] == interrupted_at  # the resumed run logs its settings
+    # the lines written after the last checkpoint were dropped, then written again
+    assert [r for r in logs[0] if "settings" not in r] == [r for r in logs[1] if "settings" not in r]
 
 
 @pytest.mark.parametrize("script,sig", [("vqgan", signal.SIGINT), ("absorbing", signal.SIGTERM)])
@@ -182,16 +186,16 @@ def test_bad_image_files_are_counted_skips(tmp_path, capsys):
     frames = [Image.new("RGB", (40, 40), c) for c in ((255, 0, 0), (0, 0, 255))]
     frames[0].save(folder / "animated.png", save_all=True, append_images=frames[1:])
     Image.fromarray(rgb).convert("CMYK").save(folder / "cmyk.jpg")
-    paths = C.scan_folder(folder, 32)
+    paths = D.scan_folder(folder, 32)
     assert sorted(p.name for p in paths) == ["animated.png", "cmyk.jpg", "good.png", "whole.jpg"]
     err = capsys.readouterr().err
     assert "skipped 1 image file(s) in" in err and "too large (the decompression-bomb guard)" in err
     assert "skipped 2 image file(s)" in err and "unreadable" in err and "smaller than 32px" in err
-    assert (C.load_image(folder / "animated.png", 32) == [255, 0, 0]).all()  # the first frame
+    assert (D.load_image(folder / "animated.png", 32) == [255, 0, 0]).all()  # the first frame
     for name in ("good.png", "huge.png"):
         (folder / name).unlink()
     with pytest.raises(SystemExit, match="no readable image .* of at least 64px"):
-        V.load_data(str(folder), None, 64)
+        D.load_data(str(folder), None, 64)
 
 
 @pytest.mark.parametrize("module,flags,message", [

@@ -1,4 +1,5 @@
 """Stage 3: the mixture-of-windows sampler (Eq. 8), the other samplers, guidance, inpainting, the command line."""
+import itertools
 import math
 
 import numpy as np
@@ -9,6 +10,7 @@ from scipy.stats import chisquare
 from test_absorbing import DATA, MASK, oracle, random_joint, state_id
 
 import absorbing as A
+import transformer as TF
 import common as C
 import sample as S
 import shapes
@@ -17,7 +19,8 @@ import vqgan as V
 
 def tiny_prior(K=5, h=3, w=3):
     torch.manual_seed(0)
-    return A.Transformer(A.PriorConfig(codebook_size=K, latent_h=h, latent_w=w, n_layer=1, n_head=2, n_embd=16)).eval()
+    cfg = TF.PriorConfig(codebook_size=K, latent_h=h, latent_w=w, n_layer=1, n_head=2, n_embd=16)
+    return TF.Transformer(cfg).eval()
 
 
 @pytest.mark.parametrize("size,window", [(8, 8), (9, 4), (16, 8), (17, 5), (5, 1)])
@@ -39,23 +42,64 @@ def test_mixture_at_training_size_is_the_normal_sampler():
     assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("h,w", [(3, 3), (2, 3), (3, 2)])  # a non-square window: h and w must not be swapped
 @pytest.mark.parametrize("stride", [1, 2])
-def test_mixture_is_the_average_over_the_windows_that_contain_each_position(stride):
-    model = tiny_prior()
+def test_mixture_is_the_average_over_the_windows_that_contain_each_position(stride, h, w):
+    model = tiny_prior(h=h, w=w)
     g = torch.Generator().manual_seed(0)
     x = torch.where(torch.rand(2, 5, 6, generator=g) < 0.5, torch.randint(0, 5, (2, 5, 6), generator=g), 5)
     reveal = (x == 5) & (torch.rand(2, 5, 6, generator=g) < 0.7)
-    got = S.mixture_denoiser(3, 3, stride)(model, x, reveal, 0.7)
+    got = S.mixture_denoiser(h, w, stride)(model, x, reveal, 0.7)
     expected = []
     for b, i, j in reveal.nonzero().tolist():  # row-major, as the sampler writes them
         probs = []
-        for r in S.window_starts(5, 3, stride):
-            for c in S.window_starts(6, 3, stride):
-                if r <= i < r + 3 and c <= j < c + 3:
-                    logits = model(x[b:b + 1, r:r + 3, c:c + 3].reshape(1, 9))[0, (i - r) * 3 + (j - c)]
+        for r in S.window_starts(5, h, stride):
+            for c in S.window_starts(6, w, stride):
+                if r <= i < r + h and c <= j < c + w:
+                    logits = model(x[b:b + 1, r:r + h, c:c + w].reshape(1, h * w))[0, (i - r) * w + (j - c)]
                     probs.append((logits / 0.7).softmax(-1))
         expected.append(torch.stack(probs).mean(0))
     assert torch.allclose(got, torch.stack(expected), atol=1e-6)
+
+
+def kind_and_model(sampler):
+    """A kind of prior with a tiny network of 3x3 codes from 5 (the autoregressive one for its raster sampler)."""
+    cfg = TF.PriorConfig(codebook_size=5, latent_h=3, latent_w=3, n_layer=1, n_head=2, n_embd=16,
+                         model="autoregressive" if sampler == "raster" else "absorbing")
+    kind = A.KINDS[cfg.model](cfg, 9)
+    torch.manual_seed(0)
+    model = kind.network().eval()
+    for p in model.parameters():  # weights large enough that the temperature matters
+        torch.nn.init.normal_(p, std=0.3)
+    return kind, model
+
+
+@pytest.mark.parametrize("sampler", ["random", "cosine", "confidence", "remask", "raster"])
+def test_every_sampler_divides_the_logits_by_the_temperature(sampler):
+    # sampling at temperature 1/2 is sampling, with the same draws, the network whose logits are doubled (x / 0.5 and
+    # 2 x are the same float), and it is not sampling at temperature 1
+    kind, model = kind_and_model(sampler)
+    options = {} if sampler == "raster" else dict(sampler=sampler, steps=4)
+    x = torch.full((64, 3, 3), 5)
+    cold = kind.sample(model, x, temperature=0.5, seed=3, **options)
+    doubled = kind.sample(lambda x_t, positions=None: 2 * model(x_t, positions), x, seed=3, **options)
+    assert torch.equal(cold, doubled)
+    assert not torch.equal(cold, kind.sample(model, x, temperature=1.0, seed=3, **options))
+
+
+def test_the_temperature_flag_reaches_the_sampler(tiny_run, tmp_path):
+    ckpt = C.load_checkpoint(tiny_run / "absorbing.pt", "absorbing")
+    for name in ("head.weight", "head.bias"):  # the same network with its logits doubled
+        ckpt["ema"][name] = 2 * ckpt["ema"][name]
+    C.save_checkpoint(dict(ckpt, vqgan=str(tiny_run / "vqgan.pt")), tmp_path / "doubled.pt")
+    images = {}
+    runs = (("cold", tiny_run / "absorbing.pt", "0.5"), ("doubled", tmp_path / "doubled.pt", "1"),
+            ("warm", tiny_run / "absorbing.pt", "1"))
+    for name, ckpt_path, temperature in runs:
+        S.main(S.get_args(["--ckpt", str(ckpt_path), "--n-samples", "8", "--temperature", temperature, "--out",
+                           str(tmp_path / f"{name}.png"), "--bf16", "off"]))
+        images[name] = np.asarray(Image.open(tmp_path / f"{name}.png"))
+    assert np.array_equal(images["cold"], images["doubled"]) and not np.array_equal(images["cold"], images["warm"])
 
 
 def test_large_sample_every_code_revealed_and_decoded_size(tiny_run, tmp_path):
@@ -96,7 +140,7 @@ def test_remasking_one_code_at_a_time_leaves_the_joint_unchanged(fraction, exact
     model = oracle(joint)
     g = torch.Generator().manual_seed(0)
     x = torch.tensor(DATA)[torch.multinomial(joint.flatten(), 60000, replacement=True, generator=g)]  # (B, N)
-    x = S.remask(model, x, torch.ones_like(x, dtype=torch.bool), 4, fraction, MASK, seed=1)
+    x = A.remask(model, x, torch.ones_like(x, dtype=torch.bool), 4, fraction, MASK, seed=1)
     counts = np.array([(state_id(x) == state_id(torch.tensor([s]))).sum().item() for s in DATA])
     pvalue = chisquare(counts, joint.flatten().numpy() * counts.sum()).pvalue
     assert pvalue > 1e-3 if exact else pvalue < 1e-6
@@ -108,7 +152,7 @@ def test_remasking_leaves_fixed_codes_alone():
     free = torch.zeros(4, 9, dtype=torch.bool)
     free[:, 4:] = True
     seen = []
-    y = S.remask(lambda x_t, p: (seen.append(x_t.clone()), model(x_t, p))[1], x, free, 3, 0.4, 5, seed=2)
+    y = A.remask(lambda x_t, p: (seen.append(x_t.clone()), model(x_t, p))[1], x, free, 3, 0.4, 5, seed=2)
     assert torch.equal(y[:, :4], x[:, :4]) and (y < 5).all() and len(seen) == 3
     assert all(((s == 5).sum(1) == 2).all() for s in seen)  # round(0.4 * 5) codes of each row, redrawn each step
 
@@ -126,7 +170,7 @@ def test_confidence_sampler_reveals_the_most_confident_codes_on_the_cosine_sched
         return logits.reshape(-1, K)[positions]
 
     frames = []
-    x = S.confidence_sample(model, torch.full((B, n), K), K, 4, seed=0, noise=0.0,
+    x = A.confidence_sample(model, torch.full((B, n), K), K, 4, seed=0, noise=0.0,
                             on_step=lambda x: frames.append(x.clone()))
     assert (x == 0).all() and len(frames) == 4
     for j, frame in enumerate(frames, 1):
@@ -137,18 +181,45 @@ def test_confidence_sampler_reveals_the_most_confident_codes_on_the_cosine_sched
             assert q[b][revealed[b]].min() > torch.cat([q[b][~revealed[b]], torch.zeros(1)]).max()
 
 
+def test_confidence_sampler_with_noise_reveals_first_a_code_drawn_by_its_noisy_confidence():
+    # 3 positions, K = 2, a denoiser that ignores x_t: position i gives code 0 probability q_i. At S = 2, step 1 keeps
+    # one of the 3 candidates (floor(3 cos(pi/4)) = 2 stay masked), the highest log p(candidate) + c Gumbel with
+    # c = noise (1 - 1/2) = 1, so given the candidates v, position i wins with probability p_i(v_i) / sum_j p_j(v_j)
+    # (the Gumbel-max trick). By enumeration of the candidates, against 30000 runs of the sampler (chi-square).
+    q = torch.tensor([0.9, 0.6, 0.2], dtype=torch.float64)
+    probs = torch.stack([q, 1 - q], -1)  # (3, 2)
+
+    def model(x_t, positions=None):
+        return probs.log().expand(len(x_t), -1, -1).reshape(-1, 2)[positions]
+
+    exact = torch.zeros(3, 2, dtype=torch.float64)  # P(the first code revealed is at position i with value v)
+    for v in itertools.product(range(2), repeat=3):
+        p_v = probs[torch.arange(3), torch.tensor(v)]  # (3,) each candidate's probability
+        for i in range(3):
+            exact[i, v[i]] += p_v.prod() * p_v[i] / p_v.sum()
+    frames = []
+    A.confidence_sample(model, torch.full((30000, 3), 2), 2, 2, seed=0, noise=2.0,
+                        on_step=lambda x: frames.append(x.clone()))
+    first = frames[0]
+    assert ((first != 2).sum(1) == 1).all()  # one code revealed by the first step
+    at = (first != 2).int().argmax(1)
+    counts = torch.zeros(3, 2).index_put_((at, first[torch.arange(len(first)), at]), torch.ones(len(first)),
+                                          accumulate=True)
+    assert chisquare(counts.flatten().numpy(), (exact.flatten() * len(first)).numpy()).pvalue > 1e-3
+
+
 def test_confidence_sampler_keeps_known_codes_and_counts_calls():
     model = tiny_prior()
     x = torch.full((2, 9), 5)
     x[:, :3] = 2
     calls = []
-    y = S.confidence_sample(lambda x_t, p: (calls.append(1), model(x_t, p))[1], x, 5, 4, seed=1)
+    y = A.confidence_sample(lambda x_t, p: (calls.append(1), model(x_t, p))[1], x, 5, 4, seed=1)
     assert (y[:, :3] == 2).all() and (y < 5).all() and len(calls) == 4
 
 
 def conditional_prior(n_classes=3):
     torch.manual_seed(0)
-    model = A.Transformer(A.PriorConfig(codebook_size=5, latent_h=3, latent_w=3, n_layer=1, n_head=2, n_embd=16,
+    model = TF.Transformer(TF.PriorConfig(codebook_size=5, latent_h=3, latent_w=3, n_layer=1, n_head=2, n_embd=16,
                                         n_classes=n_classes)).eval()
     torch.nn.init.normal_(model.cls_emb.weight, std=1.0)  # classes that matter
     return model
@@ -219,7 +290,7 @@ def test_autoregressive_prior_from_training_to_samples_and_its_exact_likelihood(
     assert "elbo_bits_per_token" not in out
     capsys.readouterr()
     S.main(S.get_args(["--ckpt", str(tmp_path / "absorbing.pt"), "--n-samples", "2", "--out", str(tmp_path / "a.png")]))
-    assert "autoregressive prior (raster order) in 64 network calls" in capsys.readouterr().out
+    assert "autoregressive prior's raster sampler in 64 network calls" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="autoregressive prior samples new images .* in raster order"):
         S.main(S.get_args(["--ckpt", str(tmp_path / "absorbing.pt"), "--sample-steps", "8"]))
     with pytest.raises(SystemExit, match="autoregressive prior samples new images .* in raster order"):
@@ -241,7 +312,7 @@ def test_inpainting_keeps_known_codes_and_pixels_outside_the_region(tiny_run, tm
     codes, img, masked = S.inpaint_inputs(vq, tmp_path / "img.png", tmp_path / "mask.png", 128, "cpu")
     # the mask covers pixels 8..19 x 8..15: code patches (4 pixels) 2..4 across and 2..3 down
     assert masked.nonzero().tolist() == [[r, c] for r in (2, 3) for c in (2, 3, 4)]
-    prior = A.prior_from_checkpoint(C.load_checkpoint(tiny_run / "absorbing.pt", "absorbing"))
+    prior = A.prior_from_checkpoint(C.load_checkpoint(tiny_run / "absorbing.pt", "absorbing"))[0]
     x = A.sample(prior, codes.expand(3, -1, -1), 128, seed=0)
     assert (x[:, ~masked] == vq.encode(img)[:, ~masked]).all() and (x < 128).all()
     S.main(S.get_args(["--ckpt", str(tiny_run / "absorbing.pt"), "--inpaint", str(tmp_path / "img.png"), "--mask",
@@ -254,6 +325,36 @@ def test_inpainting_keeps_known_codes_and_pixels_outside_the_region(tiny_run, tm
     for completion in panels[2:]:
         assert np.array_equal(completion[outside], image[outside])
     assert (panels[1][~outside] == 127).all() or (panels[1][~outside] == 128).all()  # the region shown grey
+
+
+def test_a_non_square_image_and_mask_are_read_as_the_same_centre_square(tiny_run, tmp_path):
+    wide = np.concatenate([np.zeros((32, 8, 3), np.uint8), shapes.draw_shapes(5, 32, seed=0)[0],
+                           np.zeros((32, 8, 3), np.uint8)], 1)  # (32, 48): the shapes image with 8 pixels each side
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    mask = Image.new("L", (48, 32), 0)
+    mask.paste(255, (16, 8, 28, 16))  # pixels 8..19 x 8..15 of the centre square
+    mask.save(tmp_path / "wide_mask.png")
+    vq = A.load_vqgan(tiny_run / "vqgan.pt", "cpu")
+    _, img, masked = S.inpaint_inputs(vq, tmp_path / "wide.png", tmp_path / "wide_mask.png", 128, "cpu")
+    assert masked.nonzero().tolist() == [[r, c] for r in (2, 3) for c in (2, 3, 4)]
+    assert np.array_equal(V.to_uint8(img)[0].numpy(), shapes.draw_shapes(5, 32, seed=0)[0])
+    mask = Image.new("L", (48, 32), 0)
+    mask.paste(255, (0, 0, 6, 32))  # white only outside the centre square
+    mask.save(tmp_path / "wide_mask.png")
+    with pytest.raises(SystemExit, match="no white pixel in the centre square"):
+        S.inpaint_inputs(vq, tmp_path / "wide.png", tmp_path / "wide_mask.png", 128, "cpu")
+
+
+def test_more_samples_than_a_batch_with_classes_are_batched_per_class(tiny_run, tmp_path, capsys):
+    # one class; or each image's class drawn from the training frequencies, batches of one class each
+    for flags, shown in ((["--class", "square"], " of class square: "), ([], " of class ")):
+        capsys.readouterr()
+        S.main(S.get_args(["--ckpt", str(tiny_run / "absorbing.pt"), "--n-samples", "5", "--batch-size", "2",
+                           "--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "grid.png"), *flags]))
+        lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("batch of ")]
+        sizes = [int(line.split()[2]) for line in lines]
+        assert sum(sizes) == 5 and max(sizes) <= 2 and all(shown in line for line in lines)
+        assert len(list((tmp_path / "imgs").glob("*.png"))) == 5
 
 
 def test_bad_inputs_are_one_line_errors(tiny_run, tmp_path):
@@ -278,3 +379,10 @@ def test_bad_inputs_are_one_line_errors(tiny_run, tmp_path):
     for flags in (["--temperature", "0"], ["--inpaint", "a.png"], ["--n-samples", "-1"]):
         with pytest.raises(SystemExit):
             S.get_args(flags)
+    other = C.load_checkpoint(tiny_run / "vqgan.pt", "vqgan")
+    for change, shown in ((dict(codebook_size=64), "8x8 grids of 64"), (dict(img_size=64), "16x16 grids of 128")):
+        config = dict(other["config"], **change)  # a real tokenizer of another size
+        model = V.VQGAN(V.VQGANConfig.from_dict(config)).state_dict()
+        C.save_checkpoint(dict(other, config=config, model=model), tmp_path / "other.pt")
+        with pytest.raises(SystemExit, match=f"makes {shown} codes, the prior models 8x8 grids of 128"):
+            S.main(S.get_args(["--ckpt", prior, "--vqgan", str(tmp_path / "other.pt")]))

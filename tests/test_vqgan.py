@@ -2,6 +2,7 @@
 import argparse
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -9,6 +10,8 @@ import torch
 from PIL import Image
 
 import common as C
+import data as D
+import shapes
 import vqgan as V
 
 # ----------------------------------------------------------------------------- quantizer
@@ -44,8 +47,8 @@ def test_vq_loss_weighs_codebook_and_commitment_terms():
 
 
 def test_codebook_usage():
-    assert V.codebook_usage(torch.tensor([3, 3, 3, 3]), 8) == (1.0, 1 / 8)
-    p, used = V.codebook_usage(torch.arange(8).repeat(5), 8)
+    assert D.codebook_usage(torch.tensor([3, 3, 3, 3]), 8) == (1.0, 1 / 8)
+    p, used = D.codebook_usage(torch.arange(8).repeat(5), 8)
     assert math.isclose(p, 8) and used == 1.0
 
 def test_code_redundancy_matches_counting_by_hand():
@@ -63,18 +66,18 @@ def test_code_redundancy_matches_counting_by_hand():
     total = sum(len(ks) for ks in repeated)
     bits = sum(-c * math.log2(c / len(ks)) for ks in repeated for c in np.unique(ks, return_counts=True)[1]) / total
     agreement = sum(np.unique(ks, return_counts=True)[1].max() for ks in repeated) / total
-    ours = V.code_redundancy(images, codes)
+    ours = D.code_redundancy(images, codes)
     assert ours == pytest.approx((bits, agreement, total / 120)) and 0 < bits and agreement < 1
 
 
 def test_code_redundancy_is_zero_for_one_code_per_content_and_nan_without_repeats():
-    images, _ = V.make_shapes(20)
+    images, _ = shapes.make_shapes(20)
     patches = images.reshape(20, 8, 4, 8, 4, 3).transpose(0, 1, 3, 2, 4, 5).reshape(20, 8, 8, -1)
     codes = patches.sum(-1) % 1000  # a function of the patch's content
-    bits, agreement, repeated = V.code_redundancy(images, codes)
+    bits, agreement, repeated = D.code_redundancy(images, codes)
     assert bits == 0 and agreement == 1 and 0.5 < repeated <= 1
     noise = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), np.uint8)  # no two patches alike
-    bits, agreement, repeated = V.code_redundancy(noise, codes[:2])
+    bits, agreement, repeated = D.code_redundancy(noise, codes[:2])
     assert math.isnan(bits) and math.isnan(agreement) and repeated == 0
 
 # ----------------------------------------------------------------------------- adversarial part
@@ -183,14 +186,14 @@ def test_lpips_weights_arrive_through_torch_hub_or_fail_in_one_line(tmp_path, mo
 
 
 def test_shapes_are_deterministic_and_labelled():
-    a, la = V.make_shapes(20, 32, seed=3)
-    b, lb = V.make_shapes(20, 32, seed=3)
-    c, _ = V.make_shapes(20, 32, seed=4)
+    a, la = shapes.make_shapes(20, 32, seed=3)
+    b, lb = shapes.make_shapes(20, 32, seed=3)
+    c, _ = shapes.make_shapes(20, 32, seed=4)
     assert a.shape == (20, 32, 32, 3) and a.dtype == np.uint8
     assert np.array_equal(a, b) and np.array_equal(la, lb) and not np.array_equal(a, c)
     assert set(la.tolist()) <= {0, 1, 2}
     # image i does not depend on how many images were asked for
-    assert np.array_equal(V.make_shapes(5, 32, seed=3)[0], a[:5])
+    assert np.array_equal(shapes.make_shapes(5, 32, seed=3)[0], a[:5])
 
 
 def _write_images(folder):
@@ -212,22 +215,22 @@ def _write_images(folder):
 def test_folder_loader_handles_modes_sizes_and_skips_corrupt(tmp_path, capsys):
     folder = tmp_path / "imgs"
     _write_images(folder)
-    paths = C.scan_folder(folder)
+    paths = D.scan_folder(folder)
     assert "skipped 1 image file(s)" in capsys.readouterr().err
     assert {p.name for p in paths} == {"rgb.png", "photo.JPG", "grey.bmp", "palette.png", "cmyk.jpg", "clear.png",
                                        "sixteen.png", "small.webp"}
     for p in paths:
-        img = C.load_image(p, 24)
+        img = D.load_image(p, 24)
         assert img.shape == (24, 24, 3) and img.dtype == np.uint8
-    assert (C.load_image(folder / "sub" / "clear.png", 24) == 255).all()  # transparent over white
-    assert (C.load_image(folder / "sixteen.png", 24) == 255).all()  # 16-bit white is white
+    assert (D.load_image(folder / "sub" / "clear.png", 24) == 255).all()  # transparent over white
+    assert (D.load_image(folder / "sixteen.png", 24) == 255).all()  # 16-bit white is white
 
 
 def test_folder_split_is_deterministic_and_disjoint(tmp_path):
     folder = tmp_path / "imgs"
     _write_images(folder)
-    train, val = V.load_data(str(folder), None, 16)[:2]
-    train2, val2 = V.load_data(str(folder), None, 16)[:2]
+    train, val = D.load_data(str(folder), None, 16)[:2]
+    train2, val2 = D.load_data(str(folder), None, 16)[:2]
     assert train.paths == train2.paths and val.paths == val2.paths
     assert len(val) == 1 and not set(train.paths) & set(val.paths) and len(train) + len(val) == 8
     assert train[0].shape == (16, 16, 3)
@@ -238,12 +241,12 @@ def test_subfolders_are_classes_only_when_every_image_has_one(tmp_path):
         (tmp_path / "a" / name).mkdir(parents=True)
         for i in range(n):
             Image.new("RGB", (20, 20), (i * 40, 0, 0)).save(tmp_path / "a" / name / f"{i}.png")
-    train, _, labels, classes = V.load_data(str(tmp_path / "a"), None, 16)
+    train, _, labels, classes = D.load_data(str(tmp_path / "a"), None, 16)
     assert classes == ["cats", "dogs"]  # the top-level subfolder, however deep the file
     assert [classes[k] for k in labels] == [p.relative_to(tmp_path / "a").parts[0] for p in train.paths]
     Image.new("RGB", (20, 20)).save(tmp_path / "a" / "loose.png")  # an image outside any class: no classes
-    assert V.load_data(str(tmp_path / "a"), None, 16)[2:] == (None, [])
-    assert V.load_data("shapes", None, 32, n_shapes=20)[3] == ["circle", "square", "triangle"]
+    assert D.load_data(str(tmp_path / "a"), None, 16)[2:] == (None, [])
+    assert D.load_data("shapes", None, 32, n_shapes=20)[3] == ["circle", "square", "triangle"]
 
 
 @pytest.mark.parametrize("side,preset", [(20, "32px"), (48, "32px"), (64, "64px"), (200, "64px"), (300, "256px")])
@@ -272,10 +275,10 @@ def test_dataset_names_keep_their_presets():
 def test_empty_folder_and_missing_preset_folder_are_one_line_errors(tmp_path, monkeypatch):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit, match="no readable image"):
-        V.load_data(str(tmp_path / "empty"), None, 32)
+        D.load_data(str(tmp_path / "empty"), None, 32)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit, match=r"data/ffhq does not exist.*ffhq-dataset"):
-        V.load_data("ffhq", None, 256)
+        D.load_data("ffhq", None, 256)
 
 
 # ----------------------------------------------------------------------------- model and runs
@@ -322,19 +325,75 @@ def test_short_run_lowers_loss_and_writes_codes(tmp_path):
     assert (tmp_path / "recon_000060.png").exists()
 
 
-def test_resume_continues_the_same_run(tmp_path):
+def a_whole_and_an_interrupted_run(tmp_path):
+    """Folders a (a 12-step run) and b (the same run stopped at step 7, as its checkpoint says)."""
     a, b = tmp_path / "a", tmp_path / "b"
     # a constant rate: a cosine's horizon moves with --max-steps, so a run extended on resume is another schedule
     run(a, "--max-steps", "12", "--disc-start", "6", "--batch-size", "8", "--lr-decay", "constant")
     run(b, "--max-steps", "7", "--disc-start", "6", "--batch-size", "8", "--lr-decay", "constant")
-    V.main(V.get_args(["--out-dir", str(b), "--resume", "--max-steps", "12"]))
+    ckpt = C.load_checkpoint(b / "vqgan.pt", "vqgan")
+    ckpt["args"]["max_steps"] = 12  # as if a 12-step run had been stopped at step 7
+    C.save_checkpoint(ckpt, b / "vqgan.pt")
+    return a, b
+
+
+def assert_same_run(a, b):
     ca, cb = (C.load_checkpoint(d / "vqgan.pt", "vqgan") for d in (a, b))
-    assert ca["step"] == cb["step"] == 12
+    assert ca["step"] == cb["step"] == 12 and cb["args"]["max_steps"] == 12
     for part in ("model", "disc"):
         for k in ca[part]:
             assert torch.equal(ca[part][k], cb[part][k]), (part, k)
     assert torch.equal(ca["opt"]["state"][0]["exp_avg"], cb["opt"]["state"][0]["exp_avg"])
     assert np.array_equal(np.load(a / "codes.npy"), np.load(b / "codes.npy"))
+
+
+def test_resume_continues_the_same_run_to_its_own_length(tmp_path):
+    a, b = a_whole_and_an_interrupted_run(tmp_path)
+    V.main(V.get_args(["--out-dir", str(b), "--resume"]))  # no --max-steps: the run's own 12, not the preset's
+    assert_same_run(a, b)
+
+
+def test_resume_of_a_finished_run_trains_nothing_and_an_extension_trains_on(tmp_path, capsys):
+    a, b = a_whole_and_an_interrupted_run(tmp_path)
+    V.main(V.get_args(["--out-dir", str(b), "--resume", "--max-steps", "12"]))
+    assert_same_run(a, b)
+    before = C.load_checkpoint(b / "vqgan.pt", "vqgan")
+    capsys.readouterr()
+    V.main(V.get_args(["--out-dir", str(b), "--resume"]))  # finished: nothing trained, the codes written again
+    after = C.load_checkpoint(b / "vqgan.pt", "vqgan")
+    assert after["step"] == 12 and all(torch.equal(before["model"][k], after["model"][k]) for k in after["model"])
+    assert "settings: " in capsys.readouterr().out
+    V.main(V.get_args(["--out-dir", str(b), "--resume", "--max-steps", "14"]))
+    assert C.load_checkpoint(b / "vqgan.pt", "vqgan")["step"] == 14
+
+
+def test_encode_only_writes_the_codes_of_a_trained_tokenizer_and_needs_one(tiny_run, tmp_path):
+    shutil.copy(tiny_run / "vqgan.pt", tmp_path / "vqgan.pt")
+    V.main(V.get_args(["--out-dir", str(tmp_path), "--encode-only"]))  # its own data: 64 shapes images
+    assert np.array_equal(np.load(tmp_path / "codes.npy"), np.load(tiny_run / "codes.npy"))
+    assert json.loads((tmp_path / "codes.json").read_text())["vqgan"] == "vqgan.pt"
+    assert C.load_checkpoint(tmp_path / "vqgan.pt", "vqgan")["step"] == 3  # nothing trained
+    with pytest.raises(SystemExit, match="checkpoint .*vqgan.pt does not exist"):
+        V.main(V.get_args(["--out-dir", str(tmp_path / "none"), "--encode-only"]))
+
+
+def test_quantize_weighs_the_codebook_term_fully_the_commitment_by_beta_and_passes_the_decoder_by():
+    torch.manual_seed(0)
+    vq = V.VQGAN(V.VQGANConfig(beta=0.3))
+    z = torch.randn(2, 32, 8, 8, requires_grad=True)
+    z_q, loss, codes = vq.quantize(z)
+    e = vq.codebook.weight[codes].permute(0, 3, 1, 2)  # (B, D, h, w): each position's code vector
+    g_z, g_e = torch.autograd.grad(loss, [z, vq.codebook.weight], retain_graph=True)
+    # L_VQ = ||sg[z] - e||^2 + beta ||z - sg[e]||^2 (means over the n values): the encoder gets 2 beta (z - e) / n, each
+    # code 2 (e - z) / n summed over the positions that chose it
+    n = z.numel()
+    assert torch.allclose(g_z, 2 * 0.3 * (z - e).detach() / n, atol=1e-8)
+    per_position = (2 * (e - z) / n).detach().permute(0, 2, 3, 1).reshape(-1, 32)
+    assert torch.allclose(g_e, torch.zeros_like(g_e).index_add_(0, codes.flatten(), per_position), atol=1e-8)
+    # straight through: the decoder's gradient reaches the encoder unchanged and the codebook not at all
+    r = torch.randn_like(z_q)
+    g_z, g_e = torch.autograd.grad((z_q * r).sum(), [z, vq.codebook.weight], allow_unused=True)
+    assert torch.allclose(g_z, r) and (g_e is None or not g_e.any())
 
 
 def test_attention_at_the_latent_size_is_optional_and_kept_by_the_paper_preset():
@@ -355,11 +414,11 @@ def test_the_local_encoder_sees_only_its_own_patch():
     z, z_changed = model.encoder(x), model.encoder(changed)
     differs = (z - z_changed).abs().amax(1)[0] > 0  # (8, 8)
     assert differs[1, 2] and differs.sum() == 1
-    images, _ = V.make_shapes(16)
+    images, _ = shapes.make_shapes(16)
     codes = model.encode(V.to_float(torch.from_numpy(images))).numpy()
-    assert V.code_redundancy(images, codes)[0] == 0  # equal patches, equal codes, even with random weights
+    assert D.code_redundancy(images, codes)[0] == 0  # equal patches, equal codes, even with random weights
     paper_codes = V.VQGAN(V.VQGANConfig()).encode(V.to_float(torch.from_numpy(images))).numpy()
-    assert V.code_redundancy(images, paper_codes)[0] > 0  # the paper's encoder sees the context
+    assert D.code_redundancy(images, paper_codes)[0] > 0  # the paper's encoder sees the context
 
 
 def test_position_norm_normalises_each_position_alone_where_group_norm_sees_the_image():

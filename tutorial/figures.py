@@ -21,6 +21,7 @@ from torchvision.utils import make_grid
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the project's files, one folder up
 import absorbing  # noqa: E402
+import data  # noqa: E402
 import vqgan  # noqa: E402
 from common import bf16_is_fast, load_checkpoint  # noqa: E402
 import evaluate  # noqa: E402
@@ -116,7 +117,7 @@ def decode_masked(vq, codes, mask_id):
 
 
 def fig_recon(m, args):
-    x = vqgan.to_float(torch.from_numpy(vqgan.make_shapes(8, seed=1)[0]))  # seed 1: the held-out images
+    x = vqgan.to_float(torch.from_numpy(shapes.make_shapes(8, seed=1)[0]))  # seed 1: the held-out images
     x_hat = m["vq"](x)[0]
     save(picture(torch.cat([vqgan.to_uint8(x), vqgan.to_uint8(x_hat)]), nrow=8), args.fig_dir / "recon.png")
     print(f"PSNR of these 8 reconstructions: {vqgan.psnr(x, x_hat.clamp(-1, 1)):.1f} dB")
@@ -125,7 +126,7 @@ def fig_recon(m, args):
 
 
 def fig_codes(m, args):
-    x = vqgan.to_float(torch.from_numpy(vqgan.make_shapes(1, seed=1)[0]))
+    x = vqgan.to_float(torch.from_numpy(shapes.make_shapes(1, seed=1)[0]))
     codes = m["vq"].encode(x)[0]  # (h, w)
     h, w, cell = *codes.shape, 32
     palette = np.random.default_rng(0).integers(90, 256, (m["K"], 3))  # a light colour per code
@@ -153,12 +154,12 @@ def fig_redundancy(m, args):
     before = absorbing.load_vqgan(args.out_dir / "paper_encoder" / "vqgan.pt", "cpu")
     if before is None:
         raise SystemExit(f"error: the redundancy figure needs the paper's encoder: run {PAPER_ENCODER}")
-    images = vqgan.make_shapes(500, seed=1)[0]
+    images = shapes.make_shapes(500, seed=1)[0]
     x = vqgan.to_float(torch.from_numpy(images))
     rows = [torch.from_numpy(images[:8])]
     for name, vq in (("paper's encoder", before), ("local encoder", m["vq"])):
         codes = vq.encode(x)
-        bits, agreement, _ = vqgan.code_redundancy(images, codes.numpy())
+        bits, agreement, _ = data.code_redundancy(images, codes.numpy())
         print(f"{name}: {bits:.2f} bits of code given the patch, {100 * agreement:.0f}% of equal patches get their "
               f"most common code (500 held-out images)")
         rows.append(code_map(codes[:8], vq.cfg.codebook_size, vq.cfg.downsample))
@@ -167,7 +168,7 @@ def fig_redundancy(m, args):
 
 def fig_masking(m, args):
     T, K = m["T"], m["K"]
-    x_0 = m["vq"].encode(vqgan.to_float(torch.from_numpy(vqgan.make_shapes(1, seed=1)[0]))).flatten(1)
+    x_0 = m["vq"].encode(vqgan.to_float(torch.from_numpy(shapes.make_shapes(1, seed=1)[0]))).flatten(1)
     pictures, captions = [], []
     for t in (0, T // 8, T // 4, T // 2, 3 * T // 4, T):  # the same seed for every t, so the masks are nested
         x_t, mask = absorbing.q_sample(x_0, torch.tensor([t]), T, K, torch.Generator().manual_seed(args.seed))
@@ -180,7 +181,7 @@ def fig_masking(m, args):
 def fig_elbo_per_t(m, args):
     """E[CE_t] of the held-out codes at each t = 1..T, one mask per grid, and what each loss makes of it."""
     T, K, N = m["T"], m["K"], m["hw"][0] * m["hw"][1]
-    x_0 = absorbing.split_codes(m["codes"].flatten(1))[1][:args.n_grids]
+    x_0 = data.split_codes(m["codes"].flatten(1))[1][:args.n_grids]
     g = torch.Generator().manual_seed(args.seed)
     ce, n_masked = torch.zeros(T), torch.zeros(T)
     for t in range(1, T + 1):
@@ -309,11 +310,11 @@ def fig_norm(m, args):
     rows, broken = [], None
     for name, vq in (("GroupNorm", before), ("PositionNorm", m["vq"])):
         recon = vqgan.to_uint8(vq(vqgan.to_float(images))[0])
-        judged = evaluate.judge_shapes(recon.numpy())
+        judged = shapes.judge_shapes(recon.numpy())
         print(f"{name}: {judged['shape_valid']:.1%} of 500 held-out reconstructions valid; broken first: "
               f"{judged['shape_invalid']}")
         if broken is None:  # the first eight that GroupNorm breaks
-            broken = [i for i, img in enumerate(recon) if evaluate.judge_shape_image(img.numpy())[0]][:8]
+            broken = [i for i, img in enumerate(recon) if shapes.judge_shape_image(img.numpy())[0]][:8]
         rows.append(recon[broken])
     save(picture(torch.cat([images[broken], *rows]), nrow=8), args.fig_dir / "norm.png")
 
@@ -333,8 +334,8 @@ def main(args):
     vq = absorbing.load_vqgan(args.out_dir / ckpt["vqgan"], "cpu")
     if vq is None:
         raise SystemExit(f"error: the figures decode codes to images, so they need {args.out_dir / ckpt['vqgan']}")
-    codes, K, _ = absorbing.load_codes(args.out_dir / "codes.npy")
-    prior = absorbing.prior_from_checkpoint(ckpt)
+    codes, K, _ = data.load_codes(args.out_dir / "codes.npy")
+    prior = absorbing.prior_from_checkpoint(ckpt)[0]
     m = dict(vq=vq, prior=prior, codes=codes, K=K, T=ckpt["diffusion_steps"], hw=codes.shape[1:])
     for name in args.only or FIGURES:
         start = time.perf_counter()
