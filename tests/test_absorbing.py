@@ -152,6 +152,8 @@ def skip_probs(steps, grid="uniform"):
 
 @pytest.mark.parametrize("model", [oracle(random_joint()), random_denoiser()], ids=["oracle", "random"])
 def test_one_over_t_weights_equal_the_variational_bound(model):
+    # this test and the next two check the tests' own reference, exact_elbo (cheap: under a second together), on which
+    # the estimator tests below rely
     for x in DATA[::4]:
         assert math.isclose(exact_elbo(model, x, T=3), variational_bound(model, x, T=3), rel_tol=1e-9)
 
@@ -169,8 +171,8 @@ def test_oracle_elbo_is_exact_for_independent_codes_and_in_the_limit_of_many_ste
     # parallel reveals of correlated codes cost bits at T = N: the bound is above the entropy on average ...
     assert sum(joint[x].item() * exact_elbo(p, x, N) for x in DATA) > -(joint * joint.log2()).sum().item() + 0.01
     # ... and the gap closes as T grows (each step reveals at most one code)
-    for x in DATA[::5]:
-        assert math.isclose(exact_elbo(p, x, T=3000), -math.log2(joint[x].item()), rel_tol=2e-3)
+    for x in DATA[::5]:  # within 0.4% at T = 300
+        assert math.isclose(exact_elbo(p, x, T=300), -math.log2(joint[x].item()), rel_tol=1e-2)
     # independent codes: nothing is lost by revealing them together, ELBO = -log2 p(x) for every T
     marginals = [torch.tensor(m, dtype=torch.float64) for m in ([0.2, 0.5, 0.3], [0.6, 0.3, 0.1], [0.1, 0.1, 0.8])]
     product = torch.einsum("a,b,c->abc", *marginals)
@@ -501,7 +503,8 @@ def test_paper_preset_size():
     args = A.get_args(["--preset", "paper"])
     cfg = TF.PriorConfig(codebook_size=1024, latent_h=16, latent_w=16, n_layer=args.n_layer, n_head=args.n_head,
                         n_embd=args.n_embd)
-    n = sum(p.numel() for p in TF.Transformer(cfg).parameters())
+    with torch.device("meta"):  # shapes only: nothing allocated, nothing initialised
+        n = sum(p.numel() for p in TF.Transformer(cfg).parameters())
     assert 75e6 < n < 80e6  # the paper's "about 77M" (Appendix A says 80M)
 
 # ----------------------------------------------------------------------------- data and runs

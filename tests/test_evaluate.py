@@ -10,6 +10,7 @@ import absorbing
 import common as C
 import evaluate
 import shapes
+import vqgan
 
 
 def gaussian_features(n=300, d=16, seed=0, shift=0.0):
@@ -75,7 +76,7 @@ def test_too_few_samples_and_mismatched_widths_are_one_line_errors():
 
 
 def test_random_features_are_seeded_and_not_degenerate():
-    images = torch.from_numpy(evaluate.make_shapes(64, 32, seed=0)[0])
+    images = torch.from_numpy(shapes.make_shapes(64, 32, seed=0)[0])
     feats = [evaluate.features_of(evaluate.random_network(seed)[0], images, "cpu") for seed in (0, 0, 1)]
     assert feats[0].shape == (64, 512)
     assert np.array_equal(feats[0], feats[1]) and not np.allclose(feats[0], feats[2])
@@ -151,7 +152,18 @@ def test_likelihood_beats_the_uniform_code_and_its_error_shrinks_with_draws(trai
 
 def test_reconstruction_and_speed_report_sane_numbers(tiny_run, capsys):
     out = run(capsys, "--vqgan", str(tiny_run / "vqgan.pt"), "--real", "shapes", "--features", "random", "--num", "32")
-    assert out["psnr"] > 0 and 0 < out["codebook_used"] <= 1 and out["reconstruction_fid"] >= 0
+    vq = absorbing.load_vqgan(tiny_run / "vqgan.pt", "cpu")
+    x = vqgan.to_float(torch.from_numpy(shapes.make_shapes(32, 32, seed=1)[0]))  # the held-out images, seed 1
+    with torch.no_grad():
+        x_hat, _, codes = vq(x)
+    mse = ((x - x_hat.clamp(-1, 1)) ** 2).mean((1, 2, 3))  # per image
+    assert out["psnr"] == pytest.approx((10 * torch.log10(4 / mse)).mean().item(), rel=1e-5)
+    assert out["codebook_used"] == len(codes.unique()) / 128
+    embed = evaluate.random_network(0)[0]
+    with torch.no_grad():
+        real, fake = embed(x).double().numpy(), embed(x_hat.clamp(-1, 1)).double().numpy()
+    fid = evaluate.frechet_distance(*evaluate.statistics(real), *evaluate.statistics(fake))
+    assert out["reconstruction_fid"] == pytest.approx(fid, rel=1e-4) and fid > 0
     out = run(capsys, "--speed", "--ckpt", str(tiny_run / "absorbing.pt"), "--batch-sizes", "2", "--steps", "8", "64",
               "--bf16", "off")
     sampling, training = out["speed"][:2], out["speed"][2]
@@ -183,13 +195,15 @@ def test_a_class_conditional_prior_is_scored_with_and_without_its_labels(trained
 
 
 def test_the_judge_passes_real_images_and_names_their_kinds():
-    images, labels = evaluate.make_shapes(400, 32, seed=3)
+    images, labels = shapes.make_shapes(400, 32, seed=3)
     verdicts = [shapes.judge_shape_image(img) for img in images]
     valid = [(kind, shapes.SHAPE_KINDS[label]) for (reason, kind), label in zip(verdicts, labels) if reason is None]
     assert len(valid) >= 0.99 * len(images)
     assert all(kind == truth for kind, truth in valid)
-    summary = shapes.judge_shapes(images)
-    assert summary["shape_valid"] == len(valid) / len(images) and sum(summary["shape_kinds"].values()) == len(valid)
+    summary = shapes.judge_shapes(images[:40])  # the summary of the same verdicts
+    kinds = [kind for reason, kind in verdicts[:40] if reason is None]
+    assert summary["shape_valid"] == len(kinds) / 40 and summary["shape_kinds"] == {k: kinds.count(k) for k in
+                                                                                      shapes.SHAPE_KINDS}
 
 
 def test_ideal_shapes_fit_the_drawn_ones_and_not_the_other_kinds():
@@ -209,6 +223,18 @@ def drawing(figures, background=(255, 255, 255)):
     for kind, cx, cy, r, colour in figures:
         shapes.draw_shape(ImageDraw.Draw(img), kind, cx, cy, r, colour)
     return np.asarray(img)
+
+
+def test_the_judges_ideal_shapes_are_the_drawn_ones_to_the_pixel():
+    # one geometry serves drawing and judging: drawn large (r = 400 px, where a 1% change of a size moves an edge by
+    # 4 pixels), each kind covers its ideal mask but for the rasterised rim (IoU 1 - about 1/r)
+    from PIL import Image, ImageDraw
+    for kind in range(3):
+        img = Image.new("L", (1024, 1024), 0)
+        shapes.draw_shape(ImageDraw.Draw(img), kind, 512.0, 540.0, 400.0, 255)
+        drawn = np.asarray(img) > 127
+        ideal = shapes.ideal_shapes(kind, np.array([512.0]), np.array([540.0]), np.array([400.0]), (1024, 1024))[0]
+        assert (drawn & ideal).sum() / (drawn | ideal).sum() > 0.995, shapes.SHAPE_KINDS[kind]
 
 
 def test_the_judge_rejects_broken_drawings_for_the_right_reason():
@@ -235,7 +261,7 @@ def test_the_judge_rejects_broken_drawings_for_the_right_reason():
 
 def test_generated_images_are_judged_when_compared_with_shapes(tmp_path, capsys):
     from PIL import Image
-    images, _ = evaluate.make_shapes(20, 32, seed=5)
+    images, _ = shapes.make_shapes(20, 32, seed=5)
     for i, img in enumerate(images):
         Image.fromarray(img if i % 2 else np.zeros_like(img)).save(tmp_path / f"{i:02d}.png")  # half are black
     out = run(capsys, "--real", "shapes", "--fake", str(tmp_path), "--features", "random", "--num", "20",
@@ -246,7 +272,7 @@ def test_generated_images_are_judged_when_compared_with_shapes(tmp_path, capsys)
 
 def test_crops_of_larger_images_are_every_window_and_are_judged(tmp_path, capsys):
     from PIL import Image
-    images, _ = evaluate.make_shapes(6, 32, seed=5)
+    images, _ = shapes.make_shapes(6, 32, seed=5)
     wide = [np.concatenate([images[2 * i], images[2 * i + 1]], 1) for i in range(3)]  # (32, 64, 3): two side by side
     for i, img in enumerate(wide):
         Image.fromarray(img).save(tmp_path / f"{i}.png")

@@ -173,12 +173,13 @@ def test_wrong_kind_and_newer_checkpoints_are_one_line_errors(tiny_run, tmp_path
         S.main(S.get_args(["--ckpt", str(tmp_path / "newer.pt")]))
 
 
-def test_bad_image_files_are_counted_skips(tmp_path, capsys):
+def test_bad_image_files_are_counted_skips(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2500)  # the decompression-bomb guard, at 50x50 pixels
     folder = tmp_path / "imgs"
     folder.mkdir()
     rgb = (np.random.default_rng(0).random((48, 48, 3)) * 255).astype(np.uint8)
     Image.fromarray(rgb).save(folder / "good.png")
-    Image.new("RGB", (10000, 10000)).save(folder / "huge.png")  # 1e8 pixels: over Pillow's bomb limit
+    Image.new("RGB", (100, 100)).save(folder / "huge.png")  # over twice the limit: Pillow's bomb error
     (folder / "empty.jpg").write_bytes(b"")
     Image.fromarray(rgb).save(folder / "whole.jpg")
     (folder / "truncated.jpg").write_bytes((folder / "whole.jpg").read_bytes()[:300])
