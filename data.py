@@ -4,6 +4,7 @@ formats, modes, broken files) with a fixed validation split, or a paper preset's
 vqgan.py writes and absorbing.py reads, OUT/codes.npy (N, h, w) integer codes, OUT/codes.json (the codebook size,
 the VQGAN checkpoint, the class names) and OUT/labels.npy when the images have classes.
 """
+import contextlib
 import json
 import math
 import os
@@ -46,43 +47,49 @@ def load_image(path, img_size):
 
 
 def check_image(path, min_size):
-    """Why an image file cannot be used, or None. Opening reads only the header; JPEGs are decoded at a reduced
-    scale (cheap) to catch truncated files, other formats are checked by Pillow's verify(). Pillow's
-    decompression-bomb guard (more than Image.MAX_IMAGE_PIXELS pixels) is an error here, not a warning."""
+    """(why an image file cannot be used, or None; its shorter side). Opening reads only the header; JPEGs are
+    decoded at a reduced scale (cheap) to catch truncated files, other formats are checked by Pillow's verify().
+    Pillow's decompression-bomb guard (more than Image.MAX_IMAGE_PIXELS pixels) is an error here, not a warning."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
-                if min(img.size) < min_size:
-                    return f"smaller than {min_size}px"
+                side = min(img.size)
+                if side < min_size:
+                    return f"smaller than {min_size}px", side
                 if img.format == "JPEG":
                     img.draft("RGB", (max(min_size, 1),) * 2)
                     img.load()
                 else:
                     img.verify()
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-        return "too large (the decompression-bomb guard)"
+        return "too large (the decompression-bomb guard)", None
     except Exception:
-        return "unreadable"
-    return None
+        return "unreadable", None
+    return None, side
 
 
-def scan_folder(folder, min_size=0):
+def scan_folder(folder, min_size=0, size=None):
     """The usable image files under `folder` (recursive, sorted): unreadable, too large, or smaller than min_size
-    on a side are counted and skipped. An animated file gives its first frame."""
+    on a side are counted and skipped; those smaller than `size`, the side they will be read at, are counted as
+    resized up. An animated file gives its first frame."""
     paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-    good, skipped = [], {}
+    good, skipped, small = [], {}, 0
     for p in paths:
-        why = check_image(p, min_size)
+        why, side = check_image(p, min_size)
         if why:
             skipped.setdefault(why, []).append(p)
         else:
             good.append(p)
+            small += size is not None and side < size
     for why, bad in skipped.items():
         print(f"warning: skipped {len(bad)} image file(s) in {folder}: {why} (first: {bad[0]})", file=sys.stderr)
     if not good:
         raise SystemExit(f"error: no readable image ({', '.join(IMAGE_EXTENSIONS)}) of at least {min_size}px found "
                          f"under {folder}")
+    if small:
+        print(f"note: {small} of the {len(good)} images in {folder} are smaller than {size}px on a side and are "
+              f"resized up to it (--img-size sets the side)", file=sys.stderr)
     return good
 
 
@@ -137,24 +144,91 @@ DATA_SOURCES = {
 
 def load_data(data, data_dir, img_size, n_shapes=10000, val_fraction=0.05, seed=0):
     """(train, val, labels, classes): datasets of uint8 (H, W, 3) images, the training labels (n,) and the class
-    names: the shapes kinds, or the subfolders of a folder whose images all lie in two or more subfolders (the
-    ImageFolder convention); None and [] for a folder without classes."""
+    names: the shapes kinds, a standard set's, or the subfolders of a folder whose images all lie in two or more
+    subfolders (the ImageFolder convention); None and [] for a folder without classes. A folder's images smaller
+    than img_size, down to half of it, are resized up; each class keeps one image for training at least."""
     if data == "shapes":
         n_val = max(1, round(val_fraction * n_shapes))
         train, labels = make_shapes(n_shapes, img_size, seed)
         val, _ = make_shapes(n_val, img_size, seed + 1)
         return torch.from_numpy(train), torch.from_numpy(val), labels, list(SHAPE_KINDS)
+    if data in STANDARD_SETS:
+        return standard_set(data, data_dir, img_size)
     folder = Path(data_dir or (Path("data") / data if data in DATA_SOURCES else data))
     if not folder.is_dir():
         where = f"; get {DATA_SOURCES[data]} and put the images there (or pass --data-dir)" if data in DATA_SOURCES \
             else ""
         raise SystemExit(f"error: image folder {folder} does not exist{where}")
-    train, val = split_paths(scan_folder(folder, img_size), folder, val_fraction)
-    tops = [p.relative_to(folder).parts[0] if len(p.relative_to(folder).parts) > 1 else None for p in train]
+    paths = scan_folder(folder, img_size // 2, img_size)
+    tops = [p.relative_to(folder).parts[0] if len(p.relative_to(folder).parts) > 1 else None for p in paths]
     classes = sorted(set(tops)) if None not in tops and len(set(tops)) > 1 else []
-    labels = np.array([classes.index(c) for c in tops], dtype=np.int64) if classes else None
+    parts = [split_paths([p for p, c in zip(paths, tops) if c == k], folder, val_fraction) for k in classes] or \
+        [split_paths(paths, folder, val_fraction)]  # each class split on its own: none is left without training
+    held_out = {p for _, val in parts for p in val}
+    alone = [k for k, (_, val) in zip(classes, parts) if not val]
+    if alone:
+        print(f"warning: class(es) {', '.join(alone)} of {folder} have one image each: it trains, none is held out",
+              file=sys.stderr)
+    train, val = [p for p in paths if p not in held_out], [p for p in paths if p in held_out]
+    if not val:
+        print(f"warning: {folder} has one image: validation falls back to the training image", file=sys.stderr)
+        val = train
+    labels = np.array([classes.index(c) for p, c in zip(paths, tops) if p not in held_out], dtype=np.int64) \
+        if classes else None
     return ImageFolder(train, img_size), ImageFolder(val, img_size), labels, classes
 
+
+# The small standard sets that torchvision fetches, by --data name: downloaded into data/NAME on first use, or read
+# from --data-dir (the files as their site ships them, e.g. Debian's dataset-fashion-mnist in
+# /usr/share/datasets/fashion-mnist). Their own test set is the validation part.
+STANDARD_SETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10"}
+
+
+class ArrayImages(torch.utils.data.Dataset):
+    """uint8 images (N, H, W) grey or (N, H, W, 3) as (img_size, img_size, 3) uint8 tensors, resized if needed."""
+
+    def __init__(self, images, img_size):
+        self.images, self.img_size = np.asarray(images), img_size
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        img = Image.fromarray(self.images[i]).convert("RGB")
+        if img.size != (self.img_size, self.img_size):
+            img = img.resize((self.img_size, self.img_size), Image.BICUBIC)
+        return torch.from_numpy(np.asarray(img).copy())
+
+
+def standard_set(name, data_dir, img_size):
+    """(train, val, labels, classes) of MNIST, Fashion-MNIST or CIFAR-10 through torchvision's dataset classes."""
+    import torchvision.datasets
+    from torchvision.datasets.utils import extract_archive
+    cls = getattr(torchvision.datasets, STANDARD_SETS[name])
+    root = Path("data") / name
+    if data_dir:  # a local copy: its archives unpacked where torchvision looks, or its folder as torchvision's root
+        archives = sorted(Path(data_dir).glob("*.gz"))
+        if not Path(data_dir).is_dir() or not archives and not any(Path(data_dir).iterdir()):
+            raise SystemExit(f"error: --data-dir {data_dir} holds no copy of {name}")
+        if not archives:
+            root = Path(data_dir)
+        to = root if name == "cifar10" else root / cls.__name__ / "raw"
+        to.mkdir(parents=True, exist_ok=True)
+        for archive in archives:
+            if not (to / archive.stem).exists() and not (to / "cifar-10-batches-py").is_dir():  # not unpacked yet
+                extract_archive(str(archive), str(to))
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # torchvision's download messages
+            train, test = (cls(str(root), train=split, download=not data_dir) for split in (True, False))
+    except Exception as e:
+        cifar = hasattr(cls, "url")  # CIFAR10 names one archive, the MNISTs their mirrors and files
+        url, files = (cls.url, [cls.filename]) if cifar else (cls.mirrors[0], [f for f, _ in cls.resources])
+        why = (str(e).splitlines() or [type(e).__name__])[0][:150]
+        raise SystemExit(f"error: cannot get {name} from {url} ({why}); on a machine without internet put "
+                         f"{', '.join(files)} into a folder and pass --data-dir FOLDER")
+    images = [d.data.numpy() if torch.is_tensor(d.data) else d.data for d in (train, test)]
+    labels = np.asarray(train.targets, dtype=np.int64)
+    return ArrayImages(images[0], img_size), ArrayImages(images[1], img_size), labels, list(train.classes)
 
 
 # -----------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from common import (CHECKPOINT_VERSION, HelpFormatter, StepBatches, append_log, 
                     learning_rate, load_checkpoint, mean_over_ranks, positive_float, positive_int, preset_values,
                     pretrained, print_settings, require_finite, restore, resumed_settings, rng_states, save_checkpoint,
                     save_grid, setup_distributed, start_log, stop_if_signalled)
-from data import code_redundancy, codebook_usage, load_data, median_side, write_codes
+from data import STANDARD_SETS, code_redundancy, codebook_usage, load_data, median_side, write_codes
 
 # -----------------------------------------------------------------------------
 # Presets, named by the image size they are for. '32px' (and '64px') train on a laptop CPU in minutes; '256px'
@@ -50,19 +50,30 @@ PRESETS = {
                  max_steps=2000),  # f = 8: 8x8 codes
     "256px": PAPER,
     "shapes": SMALL,
+    "mnist": dict(SMALL, img_size=28, attn_resolutions=(7,)),  # 28 px: 7x7 codes
+    "fashion-mnist": dict(SMALL, img_size=28, attn_resolutions=(7,)),
+    "cifar10": SMALL,
     "ffhq": PAPER,
     "churches": dict(PAPER, max_steps=2_200_000),
     "bedrooms": dict(PAPER, max_steps=2_200_000),
 }
 
 def preset_for_folder(folder, img_size=None):
-    """(preset name, why) for an image folder: the largest scale preset whose image size is at most the images'
-    (their median shorter side, or --img-size), 32px at least, so that small images get a small model at their
-    own size instead of being up-scaled to the paper's 256 px."""
+    """(preset name, the image side to train at, why) for an image folder: the largest scale preset whose image size
+    is at most the images' (their median shorter side, or --img-size), 32px at least, so that small images get a
+    small model at their own size instead of being up-scaled to the paper's 256 px. Images smaller than the 32px
+    preset keep their size when its down-sampling factor divides it (28 px: 7x7 codes), else are resized up."""
     side, why = (img_size, "--img-size") if img_size else median_side(folder)
     name = max((n for n in ("32px", "64px", "256px") if PRESETS[n]["img_size"] <= (side or 0)),
                key=lambda n: PRESETS[n]["img_size"], default="32px")
-    return name, f"{side} px ({why})" if side else why
+    preset, why = PRESETS[name], f"{side} px ({why})" if side else why
+    f = 2 ** (len(preset["ch_mult"]) - 1)
+    if side and side < preset["img_size"] and side % f == 0:
+        return name, side, f"{why}, trained at their own size: {side // f}x{side // f} codes"
+    if side and side < preset["img_size"]:
+        return name, preset["img_size"], f"{why}, resized up to {preset['img_size']} px (not a multiple of {f})"
+    return name, img_size or preset["img_size"], why
+
 
 def to_float(images):
     """uint8 (B, H, W, 3) -> float (B, 3, H, W) in [-1, 1]."""
@@ -521,8 +532,11 @@ def get_args(argv=None):
         key = name[2:].replace("-", "_")
         p.add_argument(name, default=None, help=f"{help} (default: {preset_values(PRESETS, key)})", **kw)
 
-    p.add_argument("--data", default="shapes", help="'shapes' (built in), an image folder, or ffhq, churches, bedrooms")
-    p.add_argument("--data-dir", default=None, help="where a preset's images are (default: data/NAME)")
+    p.add_argument("--data", default="shapes",
+                   help="'shapes' (built in); an image folder; mnist, fashion-mnist or cifar10 (torchvision downloads "
+                        "them on first use); or ffhq, churches, bedrooms (folders: never downloaded)")
+    p.add_argument("--data-dir", default=None,
+                   help="where a preset's images are, or a local copy of a standard set's files (default: data/NAME)")
     p.add_argument("--preset", choices=list(PRESETS), default=None,
                    help="hyperparameters (default: the --data name's; for a folder, the scale of its images)")
     p.add_argument("--out-dir", default="out", help="where the checkpoint, images and codes go")
@@ -559,7 +573,8 @@ def get_args(argv=None):
     p.add_argument("--bf16", default="auto", choices=["auto", "on", "off"],
                    help="bfloat16 autocast (auto: on for CUDA and for CPUs with bf16 instructions)")
     p.add_argument("--num-workers", type=int, default=None,
-                   help="data loaders (default: 0 for shapes, else 4, or the CPU count if lower)")
+                   help="data loaders (default: 0 for shapes and the standard sets, held in memory, else 4, or the CPU "
+                        "count if lower)")
     p.add_argument("--log-every", type=positive_int, default=20, help="steps between log lines")
     p.add_argument("--sample-every", type=positive_int, default=200, help="steps between reconstruction grids")
     p.add_argument("--ckpt-every", type=positive_int, default=200, help="steps between checkpoints")
@@ -569,15 +584,18 @@ def get_args(argv=None):
     p.add_argument("--encode-only", action="store_true", help="load OUT/vqgan.pt and only write codes.npy")
     args = p.parse_args(argv)
     if args.num_workers is None:
-        args.num_workers = 0 if args.data == "shapes" else min(4, os.cpu_count() or 1)
+        args.num_workers = 0 if args.data in ("shapes", *STANDARD_SETS) else min(4, os.cpu_count() or 1)
     if args.resume or args.encode_only:  # every setting but the run's length comes from the checkpoint (main)
         return args
     if args.preset is None and args.data in PRESETS:
         args.preset = args.data
     elif args.preset is None and Path(args.data).is_dir():
-        args.preset, why = preset_for_folder(args.data, args.img_size)
+        args.preset, side, why = preset_for_folder(args.data, args.img_size)
         print(f"{args.data}: images of {why} -> preset {args.preset} (pass --preset to choose another; any setting "
               f"can be overridden by its flag)")
+        if args.img_size is None and side < PRESETS[args.preset]["img_size"]:  # own size: attention at its latent size
+            f = 2 ** (len(PRESETS[args.preset]["ch_mult"]) - 1)
+            args.img_size, args.attn_resolutions = side, args.attn_resolutions or (side // f,)
     for k, v in PRESETS[args.preset or "32px"].items():  # a missing folder is reported by load_data
         if getattr(args, k) is None:
             setattr(args, k, v)

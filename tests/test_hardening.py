@@ -195,8 +195,8 @@ def test_bad_image_files_are_counted_skips(tmp_path, capsys, monkeypatch):
     assert (D.load_image(folder / "animated.png", 32) == [255, 0, 0]).all()  # the first frame
     for name in ("good.png", "huge.png"):
         (folder / name).unlink()
-    with pytest.raises(SystemExit, match="no readable image .* of at least 64px"):
-        D.load_data(str(folder), None, 64)
+    with pytest.raises(SystemExit, match="no readable image .* of at least 50px"):  # half the side: resized up
+        D.load_data(str(folder), None, 100)
 
 
 @pytest.mark.parametrize("module,flags,message", [

@@ -249,18 +249,74 @@ def test_subfolders_are_classes_only_when_every_image_has_one(tmp_path):
     assert D.load_data("shapes", None, 32, n_shapes=20)[3] == ["circle", "square", "triangle"]
 
 
-@pytest.mark.parametrize("side,preset", [(20, "32px"), (48, "32px"), (64, "64px"), (200, "64px"), (300, "256px")])
-def test_a_folder_gets_the_preset_of_its_image_size(tmp_path, capsys, side, preset):
+@pytest.mark.parametrize("side,preset,size,how", [
+    (28, "32px", 28, "trained at their own size: 7x7 codes"),
+    (30, "32px", 32, "resized up to 32 px (not a multiple of 4)"),
+    (48, "32px", 32, ""), (64, "64px", 64, ""), (200, "64px", 64, ""), (300, "256px", 256, "")])
+def test_a_folder_gets_the_preset_of_its_image_size(tmp_path, capsys, side, preset, size, how):
     for i in range(5):
         Image.new("RGB", (side + i, side), (i, 0, 0)).save(tmp_path / f"{i}.png")
     (tmp_path / "notes.txt").write_text("not an image")
     args = V.get_args(["--data", str(tmp_path)])
-    assert args.preset == preset and args.img_size == V.PRESETS[preset]["img_size"]
+    assert args.preset == preset and args.img_size == size
+    assert args.attn_resolutions == ((7,) if side == 28 else V.PRESETS[preset]["attn_resolutions"])
     said = capsys.readouterr().out
-    assert f"images of {side} px (the median shorter side of 5 of its images) -> preset {preset}" in said
+    assert f"images of {side} px (the median shorter side of 5 of its images){', ' + how if how else ''} -> " \
+           f"preset {preset}" in said
     assert V.get_args(["--data", str(tmp_path), "--img-size", "256"]).preset == "256px"  # --img-size decides
     args = V.get_args(["--data", str(tmp_path), "--preset", "32px", "--codebook-size", "64"])  # overrides win
     assert (args.preset, args.img_size, args.codebook_size) == ("32px", 32, 64)
+
+
+def write_idx(folder, prefix, images, labels):
+    """MNIST's file format (big-endian sizes, then the bytes), gzipped, as the dataset's site ships it."""
+    import gzip
+    folder.mkdir(parents=True, exist_ok=True)
+    n, h, w = images.shape
+    with gzip.open(folder / f"{prefix}-images-idx3-ubyte.gz", "wb") as f:
+        f.write(np.array([2051, n, h, w], ">i4").tobytes() + images.astype(np.uint8).tobytes())
+    with gzip.open(folder / f"{prefix}-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(np.array([2049, n], ">i4").tobytes() + labels.astype(np.uint8).tobytes())
+
+
+def test_a_standard_set_from_a_local_copy_and_offline_without_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # torchvision's files go to data/NAME
+    rng = np.random.default_rng(0)
+    train, test = rng.integers(0, 256, (30, 28, 28)), rng.integers(0, 256, (6, 28, 28))
+    write_idx(tmp_path / "copy", "train", train, np.arange(30) % 10)
+    write_idx(tmp_path / "copy", "t10k", test, np.arange(6) % 10)
+    got_train, got_val, labels, classes = D.load_data("fashion-mnist", str(tmp_path / "copy"), 28)
+    assert len(got_train) == 30 and len(got_val) == 6 and labels.tolist() == (np.arange(30) % 10).tolist()
+    assert classes[0] == "T-shirt/top" and len(classes) == 10  # the dataset's own names
+    assert np.array_equal(got_train[3].numpy(), np.repeat(train[3][..., None], 3, -1))  # grey as RGB, 28 px
+    assert D.load_data("fashion-mnist", str(tmp_path / "copy"), 32)[0][0].shape == (32, 32, 3)  # resized
+    args = V.get_args(["--data", "mnist"])
+    assert (args.img_size, args.attn_resolutions, args.num_workers) == (28, (7,), 0)
+    with pytest.raises(SystemExit, match="cannot get mnist from https://.* put train-images-idx3-ubyte.gz, .* into "
+                                         "a folder and pass --data-dir FOLDER"):
+        D.load_data("mnist", None, 28)  # offline here: torchvision's download fails, in one line
+    with pytest.raises(SystemExit, match="--data-dir .*empty holds no copy of cifar10"):
+        D.load_data("cifar10", str(tmp_path / "empty"), 32)
+
+
+def test_a_28px_folder_one_image_and_a_one_image_class_train(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    for i in range(12):  # class a: 11 images of 28 px; class b: one
+        sub = tmp_path / "imgs" / ("a" if i < 11 else "b")
+        sub.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (28, 28, 3), dtype=np.uint8)).save(sub / f"{i}.png")
+    train, val, labels, classes = D.load_data(str(tmp_path / "imgs"), None, 28)
+    assert classes == ["a", "b"] and sorted(labels.tolist()) == [0] * 10 + [1] and len(val) == 1
+    assert "class(es) b of" in capsys.readouterr().err  # kept for training, none held out
+    run(tmp_path / "out", "--data", str(tmp_path / "imgs"), "--max-steps", "2", "--batch-size", "4")
+    assert np.load(tmp_path / "out" / "codes.npy").shape == (11, 7, 7)  # its own size: 7x7 codes
+    assert json.loads((tmp_path / "out" / "codes.json").read_text())["classes"] == ["a", "b"]
+    one = tmp_path / "one"
+    one.mkdir()
+    Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(one / "x.png")
+    run(tmp_path / "out1", "--data", str(one), "--max-steps", "2", "--batch-size", "2")
+    assert "one image: validation falls back to the training image" in capsys.readouterr().err
+    assert np.load(tmp_path / "out1" / "codes.npy").shape == (1, 8, 8)
 
 
 def test_dataset_names_keep_their_presets():
