@@ -402,14 +402,14 @@ def main(args):
         model = nn.parallel.DistributedDataParallel(model)
     train_model = torch.compile(model) if args.compile else model
 
-    def checkpoint():  # the VQGAN's path is kept relative to OUT, so that OUT can move
+    def checkpoint(path=ckpt_path):  # the VQGAN's path is kept relative to OUT, so that OUT can move
         state = dict(kind="absorbing", version=CHECKPOINT_VERSION, config=asdict(cfg), args=vars(args), step=step,
                      classes=classes, rng=rng_states(), diffusion_steps=T,
                      class_counts=torch.bincount(train_labels, minlength=len(classes)) if classes else None,
                      vqgan=vqgan_path and os.path.relpath(vqgan_path, out),
                      **{k: v.state_dict() for k, v in parts.items()})
         if is_main:
-            save_checkpoint(state, ckpt_path)
+            save_checkpoint(state, path)
 
     def validate():  # the bound (or exact NLL) of the validation codes with the EMA weights, and its standard error
         val = kind.likelihood(ema, val_codes, n_draws=args.val_draws, seed=1234)  # (n, draws)
@@ -458,6 +458,8 @@ def main(args):
                     save_grid(to_uint8(vqgan.decode(x.view(-1, h, w))), out / f"samples_{step:06d}.png", nrow=8)
             if step % args.ckpt_every == 0 or step == args.max_steps:
                 checkpoint()
+            if args.keep_every and step % args.keep_every == 0:  # a copy of this step's weights, to sample later
+                checkpoint(out / f"absorbing_{step:06d}.pt")
             stop_if_signalled(caught, device, checkpoint, step, ckpt_path)
     if dist.is_initialized():  # the last step's checkpoint is written before any rank leaves
         dist.barrier()
@@ -521,6 +523,9 @@ def get_args(argv=None):
     p.add_argument("--sample-steps", type=positive_int, default=None,
                    help="network calls of each preview (default N, one per code)")
     p.add_argument("--ckpt-every", type=positive_int, default=500, help="steps between checkpoints")
+    p.add_argument("--keep-every", type=int, default=0,
+                   help="also keep a copy of the checkpoint every this many steps, OUT/absorbing_STEP.pt (0: none; "
+                        "reproduce.py's time-to-quality curve samples from them)")
     p.add_argument("--resume", action="store_true",
                    help="continue OUT/absorbing.pt with its own settings (--max-steps may grow, which stretches a "
                         "cosine --lr-decay)")

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+import common as C
+
 CLAIMS = ("quickstart", "tab4", "fig5", "tab3", "sec4.3", "tab5", "fig4")
 TAB5 = [("DiffAug, clamp (the paper's)", "aug_clamp", []),
         ("DiffAug, no clamp", "aug_noclamp", ["--lambda-max", "1e4"]),
@@ -75,15 +77,27 @@ def train_prior(out, codes, steps, seed, *flags):
     return out / "absorbing.pt"
 
 
+def cpu_description():
+    """The CPU the numbers were measured on: its model, its widest vector instructions, and PyTorch's threads."""
+    import torch
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    vector = "AVX512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    bf16 = ", bf16 instructions (bf16 autocast on by default)" if flags & {"avx512_bf16", "amx_bf16"} else ""
+    return f"{model}, {vector}{bf16}, {torch.get_num_threads()} threads"
+
+
 def quickstart(args, out, small):
     """The README's quick start into OUT with the defaults (as python vqgan.py && python absorbing.py && python
     sample.py writes out/), each stage timed (wall-clock, start-up included), then judged: the VQGAN's
-    reconstructions of held-out images, and samples at S = T and S = T/4."""
+    reconstructions of held-out images, and samples at S = T and S = T/4. Along the prior's training, a copy of its
+    weights every --curve-every steps is judged on --curve-samples samples at S = T: time to quality."""
     run_dir = out
     tiny = ["--n-shapes", 64, "--max-steps", 3, "--batch-size", 8] if args.quick else []
     stages = {"VQGAN": ["vqgan.py", "--out-dir", run_dir, *tiny],
               "prior": ["absorbing.py", "--codes", run_dir / "codes.npy", "--out-dir", run_dir, *small,
-                        *(["--max-steps", 3] if args.quick else [])],
+                        "--keep-every", args.curve_every, *(["--max-steps", 3] if args.quick else [])],
               "64 samples": ["sample.py", "--ckpt", run_dir / "absorbing.pt", "--out", run_dir / "samples.png"]}
     seconds = {}
     for name, argv in stages.items():
@@ -102,8 +116,20 @@ def quickstart(args, out, small):
     times = ", ".join(f"{name} {t:.0f} s" for name, t in seconds.items())
     rows.append(f"| the quick start's time | {sum(seconds.values()) / 60:.1f} minutes | {times} | |")
     some = found["reconstructions of held-out images"]
-    table(f"Quick start ({args.n_samples} images a row)", ["images", "valid", " / ".join(some["shape_kinds"]) +
-          " (valid ones)", "broken first: " + " / ".join(some["shape_invalid"])], rows)
+    cpu = cpu_description()
+    table(f"Quick start ({args.n_samples} images a row; {cpu})", ["images", "valid", " / ".join(some["shape_kinds"])
+          + " (valid ones)", "broken first: " + " / ".join(some["shape_invalid"])], rows)
+    total = C.load_checkpoint(run_dir / "absorbing.pt", "absorbing")["step"]
+    curve = []
+    for snapshot in sorted(run_dir.glob("absorbing_[0-9]*.pt")):  # the prior's weights every --curve-every steps
+        step = int(snapshot.stem.split("_")[1])
+        valid = judged(snapshot, run_dir / f"curve_{step}", args.curve_samples, "--sample-steps", T)["shape_valid"]
+        curve.append((step, (seconds["VQGAN"] + seconds["prior"] * step / total) / 60, valid))  # minutes so far
+    reached = next((f"{minutes:.1f} minutes (step {step})" for step, minutes, valid in curve if valid >= 0.9),
+                   "not reached")
+    table(f"Time to quality: valid samples at S = {T} ({args.curve_samples} a row) along the prior's training, minutes "
+          f"from the start of the quick start; 90% valid: {reached} ({cpu})", ["step", "minutes", "valid"],
+          [f"| {step} | {minutes:.1f} | {valid:.1%} |" for step, minutes, valid in curve])
 
 
 def tab4(args, out, codes, steps):
@@ -227,11 +253,17 @@ def get_args(argv=None):
     p.add_argument("--vqgan-seeds", type=int, default=None, help="seeds per Tab. 5 VQGAN (default 2; --quick 1)")
     p.add_argument("--n-samples", type=int, default=None, help="samples per row (default 500; --quick 16)")
     p.add_argument("--steps", type=int, nargs="+", default=None, help="S of Tab. 3 (default 64 32 16 8; --quick 64 16)")
+    p.add_argument("--curve-every", type=int, default=None,
+                   help="quickstart: steps between the prior's judged copies (default 1000; --quick 1)")
+    p.add_argument("--curve-samples", type=int, default=None,
+                   help="quickstart: samples judged at each copy (default 200; --quick 8)")
     p.add_argument("--temperatures", type=float, nargs="+", default=None,
                    help="temperatures of Sec. 4.3 (default 1.0 0.9 0.8 0.7; --quick 1.0 0.7)")
     args = p.parse_args(argv)
-    quick = dict(seeds=1, vqgan_seeds=1, n_samples=16, steps=[64, 16], temperatures=[1.0, 0.7])
-    full = dict(seeds=3, vqgan_seeds=2, n_samples=500, steps=[64, 32, 16, 8], temperatures=[1.0, 0.9, 0.8, 0.7])
+    quick = dict(seeds=1, vqgan_seeds=1, n_samples=16, steps=[64, 16], temperatures=[1.0, 0.7], curve_every=1,
+                 curve_samples=8)
+    full = dict(seeds=3, vqgan_seeds=2, n_samples=500, steps=[64, 32, 16, 8], temperatures=[1.0, 0.9, 0.8, 0.7],
+                curve_every=1000, curve_samples=200)
     for k, v in (quick if args.quick else full).items():
         if getattr(args, k) is None:
             setattr(args, k, v)

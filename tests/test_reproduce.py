@@ -4,11 +4,14 @@ import importlib
 import io
 import json
 
+import numpy as np
 import pytest
+from PIL import Image
 
 import common as C
 import evaluate
 import reproduce
+import shapes
 
 
 def in_process(*argv):
@@ -29,6 +32,12 @@ def test_quick_mode_runs_every_comparison_and_prints_what_the_runs_measured(tmp_
     for row in ("reconstructions of held-out images", "samples, S = 64", "samples, S = 16", "the quick start's time"):
         assert f"| {row} | " in out  # the quick start
     assert (tmp_path / "samples.png").is_file()
+    curve = out.split("Time to quality")[1].split("\n\n")[1].splitlines()[2:]  # the rows of the time-to-quality table
+    assert [row.split(" | ")[0] for row in curve] == ["| 1", "| 2", "| 3"]  # a judged copy of every step (--quick)
+    minutes = [float(row.split(" | ")[1]) for row in curve]
+    assert minutes == sorted(minutes) and "threads" in out.split("Time to quality")[1].splitlines()[0]
+    images = np.stack([np.asarray(Image.open(f)) for f in sorted((tmp_path / "curve_3").glob("*.png"))])
+    assert curve[2].endswith(f" | {shapes.judge_shapes(images)['shape_valid']:.1%} |")  # what its 8 samples scored
     codes = tmp_path / "codes.npy"
     for model, what in (("absorbing", "ELBO (bound)"), ("autoregressive", "exact NLL")):  # Tab. 4: the runs' numbers
         ckpt = tmp_path / f"{model}_0" / "absorbing.pt"
