@@ -33,9 +33,9 @@ from common import (CHECKPOINT_VERSION, HelpFormatter, append_log, batch_indices
                     learning_rate, load_checkpoint, mean_over_ranks, positive_float, positive_int, preset_values,
                     print_settings, require_finite, restore, resumed_settings, rng_states, save_checkpoint, save_grid,
                     setup_distributed, start_log, stop_if_signalled, to_device)
-from data import load_codes, load_labels, split_codes
+from data import load_codes, load_labels, split_codes, to_uint8
 from transformer import PriorConfig, Transformer, draw
-from vqgan import VQGAN, VQGANConfig, to_uint8
+from vqgan import VQGAN, VQGANConfig
 
 # -----------------------------------------------------------------------------
 # The method. T is the number of diffusion steps (T = N by default, as in the paper).
@@ -357,6 +357,7 @@ def training_data(args, ckpt):
     return cfg, train_codes, val_codes, train_labels, classes if conditional else [], vqgan_path
 
 
+# One function from the setup to the last step, top to bottom as nanoGPT's train.py: each piece it calls is above.
 def main(args):
     rank, world_size, device = setup_distributed(args.device)
     args.bf16 = bf16_is_fast(device) if args.bf16 == "auto" else args.bf16 == "on"
@@ -466,6 +467,7 @@ def main(args):
         dist.destroy_process_group()
 
 
+# Every flag with its help, then the preset that fills in what was not given: long, and flat on purpose.
 def get_args(argv=None):
     p = argparse.ArgumentParser(description="Stage 2: train the absorbing-diffusion Transformer prior on VQ codes",
                                 formatter_class=HelpFormatter)

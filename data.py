@@ -231,6 +231,16 @@ def standard_set(name, data_dir, img_size):
     return ArrayImages(images[0], img_size), ArrayImages(images[1], img_size), labels, list(train.classes)
 
 
+def to_float(images):
+    """uint8 (B, H, W, 3) -> float (B, 3, H, W) in [-1, 1]."""
+    return images.permute(0, 3, 1, 2).float().contiguous() / 127.5 - 1  # contiguous: channels-last is slow on CPU
+
+
+def to_uint8(x):
+    """float (B, 3, H, W) in [-1, 1] -> uint8 (B, H, W, 3)."""
+    return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
+
+
 # -----------------------------------------------------------------------------
 # Codes: written by vqgan.py, read (and checked) by absorbing.py, sample.py and evaluate.py
 

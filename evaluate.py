@@ -33,10 +33,11 @@ from tqdm import tqdm
 
 from absorbing import PRIOR_PRESETS, Absorbing, load_vqgan, prior_from_checkpoint
 from common import HelpFormatter, bf16_is_fast, load_checkpoint, positive_int, pretrained
-from data import ImageFolder, load_codes, load_labels, scan_folder, split_codes, to_rgb
+from data import (ImageFolder, code_redundancy, codebook_usage, load_codes, load_labels, scan_folder, split_codes,
+                  to_float, to_rgb, to_uint8)
 from shapes import judge_shapes, make_shapes
 from transformer import PriorConfig
-from vqgan import code_redundancy, codebook_usage, load_lpips, psnr, to_float, to_uint8
+from vqgan import load_lpips, psnr
 
 # -----------------------------------------------------------------------------
 # Images and their features

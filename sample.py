@@ -25,8 +25,7 @@ from PIL import Image, ImageOps
 
 from absorbing import denoise, load_vqgan, prior_from_checkpoint
 from common import HelpFormatter, bf16_is_fast, load_checkpoint, positive_int, save_grid, to_device
-from data import load_image
-from vqgan import to_float, to_uint8
+from data import load_image, to_float, to_uint8
 
 # -----------------------------------------------------------------------------
 # Larger than training (Sec. 3.3): the network only knows h x w grids, so a larger grid's prediction at
@@ -158,6 +157,7 @@ def decode(vqgan, codes, bf16, whole=False):
     return out
 
 
+# From the checkpoint to the written images, top to bottom; the pieces it calls are above.
 def main(args):
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     bf16 = bf16_is_fast(device) if args.bf16 == "auto" else args.bf16 == "on"

@@ -29,7 +29,8 @@ from common import (CHECKPOINT_VERSION, HelpFormatter, StepBatches, append_log, 
                     learning_rate, load_checkpoint, mean_over_ranks, positive_float, positive_int, preset_values,
                     pretrained, print_settings, require_finite, restore, resumed_settings, rng_states, save_checkpoint,
                     save_grid, setup_distributed, start_log, stop_if_signalled)
-from data import STANDARD_SETS, code_redundancy, codebook_usage, load_data, median_side, write_codes
+from data import (STANDARD_SETS, code_redundancy, codebook_usage, load_data, median_side, to_float, to_uint8,
+                  write_codes)
 
 # -----------------------------------------------------------------------------
 # Presets, named by the image size they are for. '32px' (and '64px') train on a laptop CPU in minutes; '256px'
@@ -73,16 +74,6 @@ def preset_for_folder(folder, img_size=None):
     if side and side < preset["img_size"]:
         return name, preset["img_size"], f"{why}, resized up to {preset['img_size']} px (not a multiple of {f})"
     return name, img_size or preset["img_size"], why
-
-
-def to_float(images):
-    """uint8 (B, H, W, 3) -> float (B, 3, H, W) in [-1, 1]."""
-    return images.permute(0, 3, 1, 2).float().contiguous() / 127.5 - 1  # contiguous: channels-last is slow on CPU
-
-
-def to_uint8(x):
-    """float (B, 3, H, W) in [-1, 1] -> uint8 (B, H, W, 3)."""
-    return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
 
 
 # -----------------------------------------------------------------------------
@@ -416,6 +407,7 @@ def encode_dataset(model, dataset, device, batch_size=64, num_workers=0, disable
     return torch.cat(codes).numpy()
 
 
+# One function from the setup to the last step, top to bottom as nanoGPT's train.py: each piece it calls is above.
 def main(args):
     rank, world_size, device = setup_distributed(args.device)
     args.bf16 = bf16_is_fast(device) if args.bf16 == "auto" else args.bf16 == "on"
@@ -524,6 +516,7 @@ def finish(model, train_set, labels, classes, ckpt_path, args, device, is_main):
         dist.destroy_process_group()
 
 
+# Every flag with its help, then the preset that fills in what was not given: long, and flat on purpose.
 def get_args(argv=None):
     p = argparse.ArgumentParser(description="Stage 1: train a VQGAN and encode the images to codes.npy",
                                 formatter_class=HelpFormatter)

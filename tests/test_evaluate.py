@@ -8,9 +8,9 @@ import torch
 
 import absorbing
 import common as C
+import data
 import evaluate
 import shapes
-import vqgan
 
 
 def gaussian_features(n=300, d=16, seed=0, shift=0.0):
@@ -153,7 +153,7 @@ def test_likelihood_beats_the_uniform_code_and_its_error_shrinks_with_draws(trai
 def test_reconstruction_and_speed_report_sane_numbers(tiny_run, capsys):
     out = run(capsys, "--vqgan", str(tiny_run / "vqgan.pt"), "--real", "shapes", "--features", "random", "--num", "32")
     vq = absorbing.load_vqgan(tiny_run / "vqgan.pt", "cpu")
-    x = vqgan.to_float(torch.from_numpy(shapes.make_shapes(32, 32, seed=1)[0]))  # the held-out images, seed 1
+    x = data.to_float(torch.from_numpy(shapes.make_shapes(32, 32, seed=1)[0]))  # the held-out images, seed 1
     with torch.no_grad():
         x_hat, _, codes = vq(x)
     mse = ((x - x_hat.clamp(-1, 1)) ** 2).mean((1, 2, 3))  # per image

@@ -12,6 +12,7 @@ from test_absorbing import DATA, MASK, oracle, random_joint, state_id
 import absorbing as A
 import transformer as TF
 import common as C
+import data as D
 import sample as S
 import shapes
 import vqgan as V
@@ -337,7 +338,7 @@ def test_a_non_square_image_and_mask_are_read_as_the_same_centre_square(tiny_run
     vq = A.load_vqgan(tiny_run / "vqgan.pt", "cpu")
     _, img, masked = S.inpaint_inputs(vq, tmp_path / "wide.png", tmp_path / "wide_mask.png", 128, "cpu")
     assert masked.nonzero().tolist() == [[r, c] for r in (2, 3) for c in (2, 3, 4)]
-    assert np.array_equal(V.to_uint8(img)[0].numpy(), shapes.draw_shapes(5, 32, seed=0)[0])
+    assert np.array_equal(D.to_uint8(img)[0].numpy(), shapes.draw_shapes(5, 32, seed=0)[0])
     mask = Image.new("L", (48, 32), 0)
     mask.paste(255, (0, 0, 6, 32))  # white only outside the centre square
     mask.save(tmp_path / "wide_mask.png")

@@ -471,9 +471,9 @@ def test_the_local_encoder_sees_only_its_own_patch():
     differs = (z - z_changed).abs().amax(1)[0] > 0  # (8, 8)
     assert differs[1, 2] and differs.sum() == 1
     images, _ = shapes.make_shapes(16)
-    codes = model.encode(V.to_float(torch.from_numpy(images))).numpy()
+    codes = model.encode(D.to_float(torch.from_numpy(images))).numpy()
     assert D.code_redundancy(images, codes)[0] == 0  # equal patches, equal codes, even with random weights
-    paper_codes = V.VQGAN(V.VQGANConfig()).encode(V.to_float(torch.from_numpy(images))).numpy()
+    paper_codes = V.VQGAN(V.VQGANConfig()).encode(D.to_float(torch.from_numpy(images))).numpy()
     assert D.code_redundancy(images, paper_codes)[0] > 0  # the paper's encoder sees the context
 
 

@@ -113,20 +113,20 @@ def decode_masked(vq, codes, mask_id):
     masked = codes == mask_id
     img = vq.decode(codes.masked_fill(masked, 0))
     grey = F.interpolate(masked[:, None].float(), scale_factor=vq.cfg.downsample).bool()
-    return vqgan.to_uint8(torch.where(grey, 0.0, img))
+    return data.to_uint8(torch.where(grey, 0.0, img))
 
 
 def fig_recon(m, args):
-    x = vqgan.to_float(torch.from_numpy(shapes.make_shapes(8, seed=1)[0]))  # seed 1: the held-out images
+    x = data.to_float(torch.from_numpy(shapes.make_shapes(8, seed=1)[0]))  # seed 1: the held-out images
     x_hat = m["vq"](x)[0]
-    save(picture(torch.cat([vqgan.to_uint8(x), vqgan.to_uint8(x_hat)]), nrow=8), args.fig_dir / "recon.png")
+    save(picture(torch.cat([data.to_uint8(x), data.to_uint8(x_hat)]), nrow=8), args.fig_dir / "recon.png")
     print(f"PSNR of these 8 reconstructions: {vqgan.psnr(x, x_hat.clamp(-1, 1)):.1f} dB")
     ppl, used = vqgan.codebook_usage(m["codes"], m["K"])
     print(f"codes.npy ({len(m['codes'])} images): perplexity {ppl:.1f}, {100 * used:.0f}% of {m['K']} codes used")
 
 
 def fig_codes(m, args):
-    x = vqgan.to_float(torch.from_numpy(shapes.make_shapes(1, seed=1)[0]))
+    x = data.to_float(torch.from_numpy(shapes.make_shapes(1, seed=1)[0]))
     codes = m["vq"].encode(x)[0]  # (h, w)
     h, w, cell = *codes.shape, 32
     palette = np.random.default_rng(0).integers(90, 256, (m["K"], 3))  # a light colour per code
@@ -136,7 +136,7 @@ def fig_codes(m, args):
         d.rectangle([j * cell, i * cell, (j + 1) * cell - 1, (i + 1) * cell - 1], fill=tuple(palette[k]))
         d.text((j * cell + cell // 2, i * cell + cell // 2), str(k), fill="black", font=FONT, anchor="mm")
     scale = grid.width // x.shape[-1]
-    pictures = [picture(vqgan.to_uint8(x), scale), grid, picture(vqgan.to_uint8(m["vq"].decode(codes[None])), scale)]
+    pictures = [picture(data.to_uint8(x), scale), grid, picture(data.to_uint8(m["vq"].decode(codes[None])), scale)]
     save(join(pictures, ["image", f"its {h}x{w} codes", "decoded codes"]), args.fig_dir / "codes.png")
     print(f"codes of the image, row by row: {codes.tolist()}")
 
@@ -155,7 +155,7 @@ def fig_redundancy(m, args):
     if before is None:
         raise SystemExit(f"error: the redundancy figure needs the paper's encoder: run {PAPER_ENCODER}")
     images = shapes.make_shapes(500, seed=1)[0]
-    x = vqgan.to_float(torch.from_numpy(images))
+    x = data.to_float(torch.from_numpy(images))
     rows = [torch.from_numpy(images[:8])]
     for name, vq in (("paper's encoder", before), ("local encoder", m["vq"])):
         codes = vq.encode(x)
@@ -168,7 +168,7 @@ def fig_redundancy(m, args):
 
 def fig_masking(m, args):
     T, K = m["T"], m["K"]
-    x_0 = m["vq"].encode(vqgan.to_float(torch.from_numpy(shapes.make_shapes(1, seed=1)[0]))).flatten(1)
+    x_0 = m["vq"].encode(data.to_float(torch.from_numpy(shapes.make_shapes(1, seed=1)[0]))).flatten(1)
     pictures, captions = [], []
     for t in (0, T // 8, T // 4, T // 2, 3 * T // 4, T):  # the same seed for every t, so the masks are nested
         x_t, mask = absorbing.q_sample(x_0, torch.tensor([t]), T, K, torch.Generator().manual_seed(args.seed))
@@ -277,7 +277,7 @@ def fig_steps(m, args):
         start = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # as sample.py does
             codes = absorbing.sample(counted, x, K, steps=S, seed=args.seed, grid="cosine")  # sample.py's default
-            images = vqgan.to_uint8(decode(m["vq"], codes, bf16))
+            images = data.to_uint8(decode(m["vq"], codes, bf16))
         seconds = time.perf_counter() - start
         pictures.append(picture(images, 2, nrow=int(math.sqrt(len(images)))))
         captions.append(f"S={S}: {seconds:.2f} s, {counted.calls} calls")
@@ -291,8 +291,8 @@ def fig_mosaic(m, args):
     alone = decode(m["vq"], m["codes"][:64], False)
     tiles = m["codes"][:64][alone.flatten(1).median(1).values < -0.5][:4]  # (4, h, w): black backgrounds
     grid = torch.cat([torch.cat([tiles[0], tiles[1]], 1), torch.cat([tiles[2], tiles[3]], 1)])[None]  # (1, 2h, 2w)
-    whole, windows = (vqgan.to_uint8(decode(m["vq"], grid, False, whole=w)) for w in (True, False))
-    parts = vqgan.to_uint8(decode(m["vq"], tiles, False))
+    whole, windows = (data.to_uint8(decode(m["vq"], grid, False, whole=w)) for w in (True, False))
+    parts = data.to_uint8(decode(m["vq"], tiles, False))
     parts = torch.cat([torch.cat([parts[0], parts[1]], 1), torch.cat([parts[2], parts[3]], 1)])[None]
     save(join([picture(p) for p in (parts, whole, windows)], ["each grid alone", "the mosaic at once", "in windows"]),
          args.fig_dir / "mosaic.png")
@@ -309,7 +309,7 @@ def fig_norm(m, args):
     images = torch.from_numpy(shapes.make_shapes(500, seed=1)[0])  # vqgan.py's held-out images
     rows, broken = [], None
     for name, vq in (("GroupNorm", before), ("PositionNorm", m["vq"])):
-        recon = vqgan.to_uint8(vq(vqgan.to_float(images))[0])
+        recon = data.to_uint8(vq(data.to_float(images))[0])
         judged = shapes.judge_shapes(recon.numpy())
         print(f"{name}: {judged['shape_valid']:.1%} of 500 held-out reconstructions valid; broken first: "
               f"{judged['shape_invalid']}")
