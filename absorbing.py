@@ -545,6 +545,8 @@ def get_args(argv=None):
             p.error(f"--conv must be 0 or an odd kernel size, got {args.conv}")
         if args.n_embd % args.n_head:
             p.error(f"--n-embd {args.n_embd} is not divisible by --n-head {args.n_head}")
+    if args.keep_every < 0:
+        p.error(f"--keep-every must be >= 0 (0: keep no copies), got {args.keep_every}")
     if args.class_dropout is not None and not 0 <= args.class_dropout <= 1:
         p.error(f"--class-dropout must be in [0, 1], got {args.class_dropout}")
     if args.batch_size % int(os.environ.get("WORLD_SIZE", 1)):

@@ -267,8 +267,8 @@ def get_args(argv=None):
     for k, v in (quick if args.quick else full).items():
         if getattr(args, k) is None:
             setattr(args, k, v)
-    if args.seeds < 1 or args.vqgan_seeds < 1 or args.n_samples < 2:
-        p.error("--seeds and --vqgan-seeds must be >= 1 and --n-samples >= 2")
+    if args.seeds < 1 or args.vqgan_seeds < 1 or args.n_samples < 2 or args.curve_every < 1 or args.curve_samples < 2:
+        p.error("--seeds, --vqgan-seeds and --curve-every must be >= 1, --n-samples and --curve-samples >= 2")
     return args
 
 

@@ -207,6 +207,7 @@ def test_bad_image_files_are_counted_skips(tmp_path, capsys, monkeypatch):
     (A, ["--batch-size", "-1"], "must be a positive integer"),
     (A, ["--lr", "-0.001"], "must be a positive number"),
     (A, ["--lr", "nan"], "must be a positive number"),
+    (A, ["--keep-every", "-1"], "--keep-every must be >= 0"),
     (V, ["--lr", "0"], "must be a positive number"),
     (S, ["--sample-steps", "0"], "must be a positive integer"),
     (S, ["--temperature", "0"], "--temperature must be > 0"),

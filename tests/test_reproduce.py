@@ -70,7 +70,7 @@ def test_a_command_runs_in_its_own_process_and_a_failure_is_one_line(tmp_path):
 def test_missing_tokenizer_and_bad_flags(tmp_path):
     with pytest.raises(SystemExit, match="codes.npy does not exist; run python vqgan.py first"):
         reproduce.main(reproduce.get_args(["--out-dir", str(tmp_path)]))
-    for flags in (["--seeds", "0"], ["--vqgan-seeds", "0"], ["--claims", "tab6"]):
+    for flags in (["--seeds", "0"], ["--vqgan-seeds", "0"], ["--claims", "tab6"], ["--curve-every", "0"]):
         with pytest.raises(SystemExit):
             reproduce.get_args(flags)
     assert reproduce.spread([1.0, 3.0]) == "2.000 +- 1.414 (2 seeds)" and reproduce.spread([0.5], "{:.1%}") == "50.0%"
