@@ -29,10 +29,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from autoregressive import Autoregressive
-from common import (CHECKPOINT_VERSION, HelpFormatter, append_log, batch_indices, bf16_is_fast, catch_stop_signals,
-                    learning_rate, load_checkpoint, mean_over_ranks, positive_float, positive_int, preset_values,
-                    print_settings, require_finite, restore, resumed_settings, rng_states, save_checkpoint, save_grid,
-                    setup_distributed, start_log, stop_if_signalled, to_device)
+from common import (CHECKPOINT_VERSION, HelpFormatter, Muon, append_log, batch_indices, bf16_is_fast,
+                    catch_stop_signals, learning_rate, load_checkpoint, mean_over_ranks, positive_float, positive_int,
+                    preset_values, print_settings, require_finite, restore, resumed_settings, rng_states,
+                    save_checkpoint, save_grid, setup_distributed, start_log, stop_if_signalled, to_device)
 from data import load_codes, load_labels, split_codes, to_uint8
 from transformer import PriorConfig, Transformer, draw
 from vqgan import VQGAN, VQGANConfig
@@ -302,11 +302,29 @@ def prior_from_checkpoint(ckpt, ema=True):
 # Training, the same loop for every kind
 
 
-MAX_STEPS = 5000  # the default run length of a new run (--resume keeps the run's own)
+MAX_STEPS = 2500  # the default run length of a new run (--resume keeps the run's own)
+
+
+def optimizers(model, name, lr, weight_decay, bf16=False):
+    """The run's optimizers, by the names its checkpoint keeps them under. 'adamw' (the paper's): AdamW for every
+    parameter, weight decay on the matrices only. 'muon': Muon (common.py) for the weight matrices inside the blocks,
+    orthogonalising in bfloat16 where that is fast (`bf16`), else in float32; AdamW for the rest (the embeddings, the
+    output layer, norms, biases and convolutions), which Muon is not made for."""
+    hidden = {n for n, p in model.named_parameters() if name == "muon" and p.dim() == 2 and n.startswith("blocks.")}
+    rest = [p for n, p in model.named_parameters() if n not in hidden]
+    groups = [{"params": [p for p in rest if p.dim() >= 2], "weight_decay": weight_decay},
+              {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0}]
+    opts = {"opt": torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))}
+    if hidden:
+        opts["muon"] = Muon([p for n, p in model.named_parameters() if n in hidden], lr, weight_decay,
+                            dtype=torch.bfloat16 if bf16 else torch.float32)
+    return opts
+
 
 PRIOR_PRESETS = {
-    "small": dict(n_layer=4, n_head=4, n_embd=128, conv=3, lr=2e-3),
-    "paper": dict(n_layer=24, n_head=8, n_embd=512, conv=0, lr=2e-4),  # Appendix A: 24 layers, 8 heads of 64 dims
+    "small": dict(n_layer=4, n_head=4, n_embd=128, conv=3, lr=4e-3, optimizer="muon"),
+    # Appendix A: 24 layers, 8 heads of 64 dims, AdamW
+    "paper": dict(n_layer=24, n_head=8, n_embd=512, conv=0, lr=2e-4, optimizer="adamw"),
 }
 
 
@@ -381,10 +399,8 @@ def main(args):
     model = kind.network().to(device)
     ema = kind.network().to(device).eval().requires_grad_(False)
     ema.load_state_dict(model.state_dict())
-    decay, no_decay = [p for p in model.parameters() if p.dim() >= 2], [p for p in model.parameters() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95))
-    parts = dict(model=model, ema=ema, opt=opt)  # what a checkpoint holds, besides settings
+    opts = optimizers(model, args.optimizer, args.lr, args.weight_decay, args.bf16)
+    parts = dict(model=model, ema=ema, **opts)  # what a checkpoint holds, besides settings
     step = restore(ckpt, parts, rank, world_size) if ckpt else 0
     if is_main:
         start_log(out / "absorbing_log.jsonl", step)
@@ -427,15 +443,17 @@ def main(args):
             if classes:  # classifier-free guidance: a random class_dropout of the examples see "no class"
                 y = train_labels[batch].to(device)
                 y = y.masked_fill(torch.rand(len(y), generator=g, device=device) < args.class_dropout, cfg.n_classes)
-            for group in opt.param_groups:
+            for group in (group for opt in opts.values() for group in opt.param_groups):
                 group["lr"] = learning_rate(step, args.lr, args.warmup_steps, args.max_steps, args.lr_decay)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
                 loss, bits = kind.losses(train_model, x_0, g, rank, world_size, y)
-            opt.zero_grad(set_to_none=True)
+            for opt in opts.values():
+                opt.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
             require_finite(grad_norm, step, ckpt_path)
-            opt.step()
+            for opt in opts.values():
+                opt.step()
             with torch.no_grad():  # EMA of the weights: ema <- decay * ema + (1 - decay) * weights
                 for pe, p in zip(ema.parameters(), raw.parameters()):
                     pe.lerp_(p, 1 - args.ema_decay)
@@ -446,7 +464,8 @@ def main(args):
                                            "grad_norm": grad_norm.item()})
                 bar.set_postfix(loss=f"{metrics['loss']:.3f}", **{kind.bound: f"{metrics[kind.bound]:.3f}"})
                 if is_main:
-                    append_log(out / "absorbing_log.jsonl", dict(step=step, lr=opt.param_groups[0]["lr"], **metrics))
+                    lr = opts["opt"].param_groups[0]["lr"]
+                    append_log(out / "absorbing_log.jsonl", dict(step=step, lr=lr, **metrics))
             if is_main and (step % args.eval_every == 0 or step == args.max_steps):
                 val, err = validate()
                 tqdm.write(f"step {step}: validation {kind.bound_name} {val:.4f} +- {err:.4f} bits per token (EMA "
@@ -507,10 +526,13 @@ def get_args(argv=None):
     p.add_argument("--lr", type=positive_float, default=None,
                    help=f"peak learning rate (default: {preset_values(PRIOR_PRESETS, 'lr')}; the paper used 1e-4 on "
                         f"FFHQ)")
+    p.add_argument("--optimizer", choices=["adamw", "muon"], default=None,
+                   help="AdamW for every parameter (the paper's), or Muon for the blocks' weight matrices and AdamW "
+                        f"for the rest (default: {preset_values(PRIOR_PRESETS, 'optimizer')})")
     p.add_argument("--warmup-steps", type=positive_int, default=100, help="linear warm-up (the paper: 10000-30000)")
     p.add_argument("--lr-decay", choices=["constant", "cosine"], default="cosine",
                    help="after the warm-up: constant (the paper, for long runs) or a cosine down to 0 at --max-steps")
-    p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay of the matrices")
+    p.add_argument("--weight-decay", type=float, default=0.01, help="weight decay of the matrices")
     p.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradient norm at this")
     p.add_argument("--ema-decay", type=float, default=0.995, help="EMA decay of the weights per step")
     p.add_argument("--seed", type=int, default=0, help="random seed of the run")

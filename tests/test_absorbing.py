@@ -493,10 +493,27 @@ def test_position_embeddings_start_as_2d_sines_and_cosines(h, w, C):
     assert not torch.allclose(rand.pos_emb[0], e) and rand.pos_emb.std().item() == pytest.approx(0.02, rel=0.3)
 
 
-def test_each_preset_has_its_learning_rate():
-    assert A.get_args([]).lr == 2e-3  # small: short CPU runs (README)
-    assert A.get_args(["--preset", "paper"]).lr == 2e-4  # Appendix A
+def test_each_preset_has_its_learning_rate_and_optimizer():
+    small, paper = A.get_args([]), A.get_args(["--preset", "paper"])
+    assert (small.lr, small.optimizer) == (4e-3, "muon")  # small: short CPU runs (README)
+    assert (paper.lr, paper.optimizer) == (2e-4, "adamw")  # Appendix A
     assert A.get_args(["--preset", "paper", "--lr", "1e-4"]).lr == 1e-4  # FFHQ's, by hand
+
+
+def test_muon_takes_the_blocks_weight_matrices_and_adamw_every_other_parameter():
+    model = TF.Transformer(TF.PriorConfig(codebook_size=7, latent_h=3, latent_w=3, n_layer=2, n_head=2, n_embd=8,
+                                          n_classes=2, conv=3))
+    names = {p: n for n, p in model.named_parameters()}
+    opts = A.optimizers(model, "muon", 1e-3, 0.01)
+    muon = {names[p] for g in opts["muon"].param_groups for p in g["params"]}
+    decayed, plain = ({names[p] for p in g["params"]} for g in opts["opt"].param_groups)
+    assert muon == {f"blocks.{i}.{m}.weight" for i in range(2) for m in ("qkv", "proj", "mlp.0", "mlp.2")}
+    assert {"tok_emb.weight", "cls_emb.weight", "head.weight", "pos_emb", "blocks.0.conv.weight"} <= decayed
+    assert {"head.bias", "ln_f.weight", "blocks.1.qkv.bias"} <= plain and not any(".weight" in n and "ln" not in n
+                                                                                  for n in plain)
+    assert len(muon) + len(decayed) + len(plain) == len(names) == len(muon | decayed | plain)  # each exactly once
+    only = A.optimizers(model, "adamw", 1e-3, 0.01)
+    assert set(only) == {"opt"} and sum(len(g["params"]) for g in only["opt"].param_groups) == len(names)
 
 
 def test_paper_preset_size():
@@ -707,7 +724,7 @@ def test_an_interrupted_run_resumes_to_its_own_length_not_the_default(tmp_path):
     ca, cb = (C.load_checkpoint(d / "absorbing.pt", "absorbing") for d in (a, b))
     assert cb["step"] == 12 and cb["args"]["max_steps"] == 12
     assert all(torch.equal(ca["ema"][k], cb["ema"][k]) for k in ca["ema"])
-    assert A.get_args([]).max_steps is None and A.MAX_STEPS == 5000  # resolved in main: 5000 for a new run
+    assert A.get_args([]).max_steps is None and A.MAX_STEPS == 2500  # resolved in main: 2500 for a new run
 
 
 def test_resume_of_a_finished_run_trains_nothing_and_codes_of_another_shape_are_refused(tmp_path, capsys):

@@ -44,3 +44,37 @@ def test_learning_rate_warms_up_then_stays_or_follows_a_half_cosine():
     for s in range(10, 111):  # by the formula, step by step
         assert cosine[s] == pytest.approx(1.0 + math.cos(math.pi * (s - 10) / 100))
     assert all(a >= b for a, b in zip(cosine[10:], cosine[11:]))
+
+
+def test_orthogonalise_sends_every_singular_value_near_one_and_keeps_the_singular_vectors():
+    torch.manual_seed(0)
+    for A, B in [(8, 24), (24, 8), (16, 16)]:
+        U, V = torch.linalg.qr(torch.randn(A, min(A, B)))[0], torch.linalg.qr(torch.randn(B, min(A, B)))[0]
+        G = U @ torch.diag(torch.logspace(-1, 1, min(A, B))) @ V.T  # singular values over 2 decades
+        X = C.orthogonalise(G)
+        s = torch.linalg.svdvals(X)
+        assert s.min() > 0.6 and s.max() < 1.25, ((A, B), s)
+        assert torch.allclose(U.T @ X @ V, torch.diag(torch.diagonal(U.T @ X @ V)), atol=1e-4)  # X = U S' V^T
+
+
+def test_muon_is_torchs_muon_in_bfloat16_and_close_to_it_in_float32():
+    torch.manual_seed(0)
+    start = [torch.randn(12, 20), torch.randn(30, 6)]
+    grads = [[torch.randn_like(w) for w in start] for _ in range(4)]
+
+    def train(make):
+        params = [torch.nn.Parameter(w.clone()) for w in start]
+        opt = make(params)
+        for step in grads:
+            for p, g in zip(params, step):
+                p.grad = g.clone()
+            opt.step()
+        return [p.detach() for p in params]
+
+    theirs = train(lambda ps: torch.optim.Muon(ps, lr=0.01, weight_decay=0.1, adjust_lr_fn="match_rms_adamw"))
+    ours = train(lambda ps: C.Muon(ps, 0.01, 0.1, dtype=torch.bfloat16))
+    ours32 = train(lambda ps: C.Muon(ps, 0.01, 0.1))
+    for a, b, c, w in zip(theirs, ours, ours32, start):
+        assert torch.equal(a, b)
+        assert (c - a).abs().max() < 0.05 * (a - w).abs().max()  # bf16 rounding only
+        assert (a - w).abs().max() > 0.01  # the weights did move
