@@ -143,15 +143,16 @@ DATA_SOURCES = {
 
 
 def load_data(data, data_dir, img_size, n_shapes=10000, val_fraction=0.05, seed=0):
-    """(train, val, labels, classes): datasets of uint8 (H, W, 3) images, the training labels (n,) and the class
-    names: the shapes kinds, a standard set's, or the subfolders of a folder whose images all lie in two or more
-    subfolders (the ImageFolder convention); None and [] for a folder without classes. A folder's images smaller
+    """(train, val, labels, classes, val_labels): datasets of uint8 (H, W, 3) images, the training labels (n,), the
+    class names (the shapes kinds, a standard set's, or the subfolders of a folder whose images all lie in two or
+    more subfolders, the ImageFolder convention) and the validation labels; None, [] and None for a folder without
+    classes. A folder's images smaller
     than img_size, down to half of it, are resized up; each class keeps one image for training at least."""
     if data == "shapes":
         n_val = max(1, round(val_fraction * n_shapes))
         train, labels = make_shapes(n_shapes, img_size, seed)
-        val, _ = make_shapes(n_val, img_size, seed + 1)
-        return torch.from_numpy(train), torch.from_numpy(val), labels, list(SHAPE_KINDS)
+        val, val_labels = make_shapes(n_val, img_size, seed + 1)
+        return torch.from_numpy(train), torch.from_numpy(val), labels, list(SHAPE_KINDS), val_labels
     if data in STANDARD_SETS:
         return standard_set(data, data_dir, img_size)
     folder = Path(data_dir or (Path("data") / data if data in DATA_SOURCES else data))
@@ -173,9 +174,10 @@ def load_data(data, data_dir, img_size, n_shapes=10000, val_fraction=0.05, seed=
     if not val:
         print(f"warning: {folder} has one image: validation falls back to the training image", file=sys.stderr)
         val = train
-    labels = np.array([classes.index(c) for p, c in zip(paths, tops) if p not in held_out], dtype=np.int64) \
-        if classes else None
-    return ImageFolder(train, img_size), ImageFolder(val, img_size), labels, classes
+    label_of = dict(zip(paths, tops))
+    labels, val_labels = (np.array([classes.index(label_of[p]) for p in part], dtype=np.int64) if classes else None
+                          for part in (train, val))
+    return ImageFolder(train, img_size), ImageFolder(val, img_size), labels, classes, val_labels
 
 
 # The small standard sets that torchvision fetches, by --data name: downloaded into data/NAME on first use, or read
@@ -201,7 +203,8 @@ class ArrayImages(torch.utils.data.Dataset):
 
 
 def standard_set(name, data_dir, img_size):
-    """(train, val, labels, classes) of MNIST, Fashion-MNIST or CIFAR-10 through torchvision's dataset classes."""
+    """(train, val, labels, classes, val_labels) of MNIST, Fashion-MNIST or CIFAR-10 through torchvision's dataset
+    classes, their test set as the validation part."""
     import torchvision.datasets
     from torchvision.datasets.utils import extract_archive
     cls = getattr(torchvision.datasets, STANDARD_SETS[name])
@@ -227,8 +230,8 @@ def standard_set(name, data_dir, img_size):
         raise SystemExit(f"error: cannot get {name} from {url} ({why}); on a machine without internet put "
                          f"{', '.join(files)} into a folder and pass --data-dir FOLDER")
     images = [d.data.numpy() if torch.is_tensor(d.data) else d.data for d in (train, test)]
-    labels = np.asarray(train.targets, dtype=np.int64)
-    return ArrayImages(images[0], img_size), ArrayImages(images[1], img_size), labels, list(train.classes)
+    labels, val_labels = (np.asarray(d.targets, dtype=np.int64) for d in (train, test))
+    return ArrayImages(images[0], img_size), ArrayImages(images[1], img_size), labels, list(train.classes), val_labels
 
 
 def to_float(images):

@@ -9,11 +9,16 @@ object with --json.
     python evaluate.py --real-features r.npy --fake-features f.npy              # precomputed (N, D) features
     python evaluate.py --ckpt out/absorbing.pt --codes out/codes.npy            # ELBO of the held-out codes
     python evaluate.py --vqgan out/vqgan.pt --real shapes --features random     # reconstruction quality
+    python evaluate.py --real fashion-mnist --fake out/fake --features classifier   # a labelled set's own classifier
     python evaluate.py --speed --ckpt out/absorbing.pt                          # sampling and training speed
 
 Features come from the standard FID Inception network (pytorch-fid's weights, pool3, 2048-d) or, with
 --features random, from a seeded random-weight CNN (Naeem et al. 2020, Sec. 5, find random embeddings usable
-to compare models); numbers from the latter are labelled so and are not comparable with published FIDs.
+to compare models); numbers from the latter are labelled so and are not comparable with published FIDs. For a
+labelled set (--real: mnist, fashion-mnist, cifar10, shapes, or a folder of class subfolders), --features classifier
+trains a small CNN on the set's own training images (classifier.py, once) and gives the class accuracy of guided
+samples (a --fake folder with one subfolder per class, as `sample.py --class NAME --images out/fake/NAME` writes)
+and the Frechet distance in its features, each beside its floor: the same numbers for real images.
 """
 import argparse
 import json
@@ -31,10 +36,11 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
+import classifier
 from absorbing import PRIOR_PRESETS, Absorbing, load_vqgan, prior_from_checkpoint
 from common import HelpFormatter, bf16_is_fast, load_checkpoint, positive_int, pretrained
-from data import (ImageFolder, code_redundancy, codebook_usage, load_codes, load_labels, scan_folder, split_codes,
-                  to_float, to_rgb, to_uint8)
+from data import (ImageFolder, code_redundancy, codebook_usage, load_codes, load_data, load_labels, scan_folder,
+                  split_codes, to_float, to_rgb, to_uint8)
 from shapes import judge_shapes, make_shapes
 from transformer import PriorConfig
 from vqgan import load_lpips, psnr
@@ -98,7 +104,9 @@ def random_network(seed=0):
 
 
 FEATURE_LABELS = {"inception": "Inception-v3 pool3 (FID's standard network)",
-                  "random": "seeded random-weight CNN: NOT comparable with published (Inception) numbers"}
+                  "random": "seeded random-weight CNN: NOT comparable with published (Inception) numbers",
+                  "classifier": "a small CNN trained on the real set's own training images: NOT FID; compare "
+                                "only with the floor beside it"}
 
 
 @torch.no_grad()
@@ -170,6 +178,50 @@ def quality(real_feats, fake_feats, k):
                          f"both must come from the same network")
     fid = frechet_distance(*statistics(real_feats), *statistics(fake_feats))
     return dict(fid=fid, **prdc(real_feats, fake_feats, k), n_real=len(real_feats), n_fake=len(fake_feats), nearest_k=k)
+
+
+def some(dataset, labels, n, seed):
+    """At most n images of a dataset and their labels, a seeded random choice."""
+    keep = np.sort(np.random.default_rng(seed).choice(len(dataset), min(n, len(dataset)), replace=False))
+    return torch.utils.data.Subset(dataset, keep.tolist()), labels[keep]
+
+
+def requested_classes(images, root, classes):
+    """The class each image of a --fake folder was sampled for, from the subfolder it is in, named by the class or
+    by its index (Fashion-MNIST's 'T-shirt/top' is no folder name); None unless every image is in such a folder."""
+    index = {**{name: k for k, name in enumerate(classes)}, **{str(k): k for k in range(len(classes))}}
+    tops = [p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else None for p in images.paths]
+    return np.array([index[t] for t in tops]) if tops and set(tops) <= set(index) else None
+
+
+def classifier_quality(args, device):
+    """--features classifier: the Frechet distance and PRDC of the fake images to real held-out images in the
+    features of the real set's classifier, and the class accuracy of guided fakes; the floor of each beside it:
+    as many real training images against the same held-out ones, and the classifier's held-out accuracy."""
+    if not (args.real and args.fake):
+        raise SystemExit("error: --features classifier needs --real, a labelled set, and --fake, a folder")
+    train, val, labels, classes, val_labels = load_data(args.real, args.data_dir, args.img_size)
+    if not classes:
+        raise SystemExit(f"error: {args.real} has no classes, so no classifier to train; --features classifier "
+                         f"needs a labelled set (mnist, fashion-mnist, cifar10, shapes, or a folder of class folders)")
+    path = args.classifier or Path("out") / f"classifier_{Path(str(args.real)).name}_{args.img_size}px.pt"
+    net = classifier.cached(path, args.real, train, labels, classes, args.img_size, args.classifier_steps, device)
+    held, held_labels = some(val, val_labels, args.num, seed=1)
+    real_train, _ = some(train, labels, args.num, seed=2)
+    fake = load_images(args.fake, args.num, args.img_size, seed=1)
+    embed = net[0]
+    held_feats = features_of(embed, held, device, desc="held-out features")
+    results = dict(features=f"{FEATURE_LABELS['classifier']} ({path})", **quality(
+        held_feats, features_of(embed, fake, device, desc="fake features"), args.nearest_k))
+    floor = quality(held_feats, features_of(embed, real_train, device, desc="real features"), args.nearest_k)
+    results.update({f"floor_{k}": v for k, v in floor.items() if k in ("fid", "precision", "recall")})
+    results["floor_accuracy"], results["floor_accuracy_err"] = classifier.accuracy(
+        classifier.predict(net, held, device), held_labels)
+    wanted = requested_classes(fake, Path(args.fake), classes)
+    if wanted is not None:
+        results["class_accuracy"], results["class_accuracy_err"] = classifier.accuracy(
+            classifier.predict(net, fake, device), wanted)
+    return results
 
 # -----------------------------------------------------------------------------
 # Likelihood: the ELBO of held-out codes, an upper bound on their negative log-likelihood (Tab. 4)
@@ -357,11 +409,13 @@ def main(args):
     bf16 = bf16_is_fast(device) if args.bf16 == "auto" else args.bf16 == "on"
     results = {}
     embed = None
-    if args.real or args.fake or args.vqgan:
+    if args.features == "classifier":
+        results.update(classifier_quality(args, device))
+    elif args.real or args.fake or args.vqgan:
         embed, net = inception_network() if args.features == "inception" else random_network(args.seed)
         net.to(device).eval()
         results["features"] = FEATURE_LABELS[args.features]
-    if args.real_features or args.real and args.fake:
+    if args.features != "classifier" and (args.real_features or args.real and args.fake):
         real = load_features(args.real_features) if args.real_features else \
             features_of(embed, load_images(args.real, args.num, args.img_size), device, desc="real features")
         fake_images = None
@@ -419,7 +473,14 @@ def get_args(argv=None):
     p.add_argument("--fake", default=None, help="generated images: a folder, or 'shapes' (held-out shapes images)")
     p.add_argument("--real-features", default=None, help="precomputed real features, .npy (N, D)")
     p.add_argument("--fake-features", default=None, help="precomputed fake features, .npy (N, D)")
-    p.add_argument("--features", choices=["inception", "random"], default="inception", help="feature network")
+    p.add_argument("--features", choices=["inception", "random", "classifier"], default="inception",
+                   help="feature network: FID's Inception, a seeded random CNN, or the labelled --real set's own "
+                        "classifier (trained once, classifier.py)")
+    p.add_argument("--data-dir", default=None, help="a local copy of --real's standard set (as vqgan.py's)")
+    p.add_argument("--classifier", default=None,
+                   help="where --features classifier keeps its network (default out/classifier_SET_SIZEpx.pt)")
+    p.add_argument("--classifier-steps", type=positive_int, default=2000,
+                   help="training steps of a new classifier (batches of 128)")
     p.add_argument("--num", type=positive_int, default=10000, help="images of each set at most")
     p.add_argument("--img-size", type=positive_int, default=32, help="side images are loaded at")
     p.add_argument("--crop-stride", type=positive_int, default=None,
@@ -456,6 +517,9 @@ def get_args(argv=None):
         p.error("--vqgan needs --real, the images to reconstruct")
     if args.crop_stride and (not args.fake or args.fake == "shapes"):
         p.error("--crop-stride cuts the images of a --fake folder (samples from sample.py --latent-size)")
+    if args.features == "classifier" and (args.vqgan or args.crop_stride or args.real_features):
+        p.error("--features classifier scores a --fake folder against --real's held-out images; --vqgan, "
+                "--crop-stride and precomputed features take --features inception or random")
     return args
 
 

@@ -421,7 +421,7 @@ def main(args):
         resumed_settings(args, ckpt, keep=("resume", "encode_only", "device", "max_steps", "out_dir", "num_workers"))
     cfg = VQGANConfig.from_dict(ckpt["config"]) if ckpt else \
         VQGANConfig(**{k: getattr(args, k) for k in VQGANConfig.__dataclass_fields__})
-    train_set, val_set, labels, classes = load_data(args.data, args.data_dir, cfg.img_size, args.n_shapes)
+    train_set, val_set, labels, classes, _ = load_data(args.data, args.data_dir, cfg.img_size, args.n_shapes)
 
     torch.manual_seed(args.seed + rank)
     model = VQGAN(cfg).to(device)

@@ -1,10 +1,12 @@
 import json
 import math
+import shutil
 import warnings
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import absorbing
 import common as C
@@ -123,7 +125,8 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
 @pytest.mark.parametrize("flags", [["--fake", "shapes"], ["--codes", "c.npy"], ["--vqgan", "v.pt"],
                                    ["--real-features", "r.npy"], ["--real", "shapes", "--real-features", "r.npy",
                                                                   "--fake-features", "f.npy"], ["--nearest-k", "0"],
-                                   ["--real", "shapes", "--fake", "shapes", "--crop-stride", "4"]])
+                                   ["--real", "shapes", "--fake", "shapes", "--crop-stride", "4"],
+                                   ["--real", "shapes", "--vqgan", "v.pt", "--features", "classifier"]])
 def test_bad_flag_combinations_are_rejected(flags, capsys):
     with pytest.raises(SystemExit):
         evaluate.get_args(flags)
@@ -327,3 +330,53 @@ def test_at_most_n_images_of_a_folder_are_a_random_choice_not_the_first_subfolde
     assert len(chosen) == 10 and {p.parent.name for p in chosen} == {"a", "b"}
     assert chosen == evaluate.load_images(str(tmp_path), 10, 32).paths  # the same choice every time
     assert len(evaluate.load_images(str(tmp_path), 50, 32)) == 20
+
+
+def two_colour_folder(root, n, seed):
+    """A labelled folder: class red holds reddish 32 px images, class blue bluish ones, each with a random square."""
+    rng = np.random.default_rng(seed)
+    for k, name in enumerate(("blue", "red")):
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            img = rng.integers(0, 90, (32, 32, 3), dtype=np.uint8)
+            img[..., 2 - 2 * k] += 120
+            x, y = rng.integers(0, 20, 2)
+            img[y:y + 12, x:x + 12] = 255
+            Image.fromarray(img).save(root / name / f"{i}.png")
+
+
+@pytest.mark.filterwarnings("ignore:Matrix is singular")  # the grey fakes are all one image
+def test_the_sets_own_classifier_scores_guided_samples_beside_their_floor(tmp_path, capsys):
+    two_colour_folder(tmp_path / "real", 60, seed=0)
+    val = data.load_data(str(tmp_path / "real"), None, 32)[1]  # the held-out images, in their class folders
+    for right, wrong in (("blue", "red"), ("red", "blue")):
+        for folder in ("right", "wrong"):
+            (tmp_path / folder / (right if folder == "right" else wrong)).mkdir(parents=True, exist_ok=True)
+        for p in val.paths:
+            if p.parent.name == right:
+                shutil.copy(p, tmp_path / "right" / right / p.name)
+                shutil.copy(p, tmp_path / "wrong" / wrong / p.name)  # the same image, asked of the other class
+    (tmp_path / "grey").mkdir()
+    for i in range(6):
+        Image.new("RGB", (32, 32), (128, 128, 128)).save(tmp_path / "grey" / f"{i}.png")
+    flags = ["--real", str(tmp_path / "real"), "--features", "classifier", "--classifier",
+             str(tmp_path / "c.pt"), "--classifier-steps", "40", "--num", "100"]
+    right = run(capsys, *flags, "--fake", str(tmp_path / "right"))
+    assert "NOT FID" in right["features"] and (tmp_path / "c.pt").is_file()
+    assert right["floor_accuracy"] == 1.0 and right["class_accuracy"] == 1.0  # easy classes, held-out images
+    assert right["fid"] < 1e-6 < right["floor_fid"]  # the fakes are the held-out images themselves
+    wrong = run(capsys, *flags, "--fake", str(tmp_path / "wrong"))
+    assert wrong["class_accuracy"] == 0.0 and wrong["fid"] == pytest.approx(right["fid"], abs=1e-6)
+    (tmp_path / "right" / "red").rename(tmp_path / "right" / "1")  # a folder may name its class by index
+    assert run(capsys, *flags, "--fake", str(tmp_path / "right"))["class_accuracy"] == 1.0
+    grey = run(capsys, *flags, "--fake", str(tmp_path / "grey"))
+    assert "class_accuracy" not in grey and grey["fid"] > 10 * grey["floor_fid"]  # not guided; far from real
+    assert "training the classifier" not in capsys.readouterr().err  # trained once, on the first call
+    two_colour_folder(tmp_path / "other" / "x", 3, seed=1)
+    with pytest.raises(SystemExit, match="is the classifier of") as e:  # a cached network of another set
+        evaluate.main(evaluate.get_args([*flags[:1], str(tmp_path / "other" / "x"), *flags[2:], "--fake",
+                                         str(tmp_path / "grey")]))
+    assert "\n" not in str(e.value)
+    with pytest.raises(SystemExit, match="has no classes") as e:
+        evaluate.main(evaluate.get_args(["--real", str(tmp_path / "grey"), "--fake", str(tmp_path / "grey"),
+                                         "--features", "classifier", "--classifier", str(tmp_path / "g.pt")]))

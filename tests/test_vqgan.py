@@ -241,11 +241,12 @@ def test_subfolders_are_classes_only_when_every_image_has_one(tmp_path):
         (tmp_path / "a" / name).mkdir(parents=True)
         for i in range(n):
             Image.new("RGB", (20, 20), (i * 40, 0, 0)).save(tmp_path / "a" / name / f"{i}.png")
-    train, _, labels, classes = D.load_data(str(tmp_path / "a"), None, 16)
+    train, val, labels, classes, val_labels = D.load_data(str(tmp_path / "a"), None, 16)
     assert classes == ["cats", "dogs"]  # the top-level subfolder, however deep the file
-    assert [classes[k] for k in labels] == [p.relative_to(tmp_path / "a").parts[0] for p in train.paths]
+    for part, part_labels in ((train, labels), (val, val_labels)):
+        assert [classes[k] for k in part_labels] == [p.relative_to(tmp_path / "a").parts[0] for p in part.paths]
     Image.new("RGB", (20, 20)).save(tmp_path / "a" / "loose.png")  # an image outside any class: no classes
-    assert D.load_data(str(tmp_path / "a"), None, 16)[2:] == (None, [])
+    assert D.load_data(str(tmp_path / "a"), None, 16)[2:] == (None, [], None)
     assert D.load_data("shapes", None, 32, n_shapes=20)[3] == ["circle", "square", "triangle"]
 
 
@@ -285,7 +286,7 @@ def test_a_standard_set_from_a_local_copy_and_offline_without_one(tmp_path, monk
     train, test = rng.integers(0, 256, (30, 28, 28)), rng.integers(0, 256, (6, 28, 28))
     write_idx(tmp_path / "copy", "train", train, np.arange(30) % 10)
     write_idx(tmp_path / "copy", "t10k", test, np.arange(6) % 10)
-    got_train, got_val, labels, classes = D.load_data("fashion-mnist", str(tmp_path / "copy"), 28)
+    got_train, got_val, labels, classes, _ = D.load_data("fashion-mnist", str(tmp_path / "copy"), 28)
     assert len(got_train) == 30 and len(got_val) == 6 and labels.tolist() == (np.arange(30) % 10).tolist()
     assert classes[0] == "T-shirt/top" and len(classes) == 10  # the dataset's own names
     assert np.array_equal(got_train[3].numpy(), np.repeat(train[3][..., None], 3, -1))  # grey as RGB, 28 px
@@ -305,7 +306,7 @@ def test_a_28px_folder_one_image_and_a_one_image_class_train(tmp_path, capsys):
         sub = tmp_path / "imgs" / ("a" if i < 11 else "b")
         sub.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 256, (28, 28, 3), dtype=np.uint8)).save(sub / f"{i}.png")
-    train, val, labels, classes = D.load_data(str(tmp_path / "imgs"), None, 28)
+    train, val, labels, classes, _ = D.load_data(str(tmp_path / "imgs"), None, 28)
     assert classes == ["a", "b"] and sorted(labels.tolist()) == [0] * 10 + [1] and len(val) == 1
     assert "class(es) b of" in capsys.readouterr().err  # kept for training, none held out
     run(tmp_path / "out", "--data", str(tmp_path / "imgs"), "--max-steps", "2", "--batch-size", "4")
