@@ -13,7 +13,8 @@ few at a time. Writes OUT/absorbing.pt, OUT/absorbing_log.jsonl (the run's setti
 token, validation ELBO) and OUT/samples_STEP.png previews decoded with the stage-1 VQGAN.
 
 The training loop at the end is shared by every kind of prior (KINDS): `--model autoregressive` trains Tab. 4's
-baseline (autoregressive.py) on the same codes with the same Transformer.
+baseline (autoregressive.py) and `--model mask-replace` VQ-Diffusion's prior (mask_replace.py) on the same codes
+with the same Transformer.
 """
 import argparse
 import math
@@ -34,6 +35,7 @@ from common import (CHECKPOINT_VERSION, HelpFormatter, Muon, append_log, batch_i
                     preset_values, print_settings, require_finite, restore, resumed_settings, rng_states,
                     save_checkpoint, save_grid, setup_distributed, start_log, stop_if_signalled, to_device)
 from data import load_codes, load_labels, split_codes, to_uint8
+from mask_replace import MaskReplace
 from transformer import PriorConfig, Transformer, draw
 from vqgan import VQGAN, VQGANConfig
 
@@ -222,7 +224,7 @@ def confidence_sample(model, x, mask_id, steps, temperature=1.0, seed=0, predict
 
 
 @torch.no_grad()
-def remask(model, x, free, steps, fraction, mask_id, temperature=1.0, seed=0, predict=denoise):
+def remask(model, x, free, steps, fraction, mask_id, temperature=1.0, seed=0, predict=denoise, on_step=None):
     """ReMDM-style corrector steps (Wang et al. 2025) after sampling: each step masks a random `fraction` of the
     `free` codes (B, ...) bool again (at least one per image) and redraws them from p(x_0 | x_t), so that later
     calls can revise earlier mistakes. With one code a step, and conditionals that are those of one joint
@@ -238,12 +240,14 @@ def remask(model, x, free, steps, fraction, mask_id, temperature=1.0, seed=0, pr
         x = x.masked_fill(to_device(picked.view(shape), device), mask_id)
         probs = predict(model, x, picked.view(shape), temperature)  # (M, K)
         x.view(-1)[to_device(picked.flatten().nonzero().squeeze(1), device)] = draw(probs, g)
+        if on_step is not None:
+            on_step(x)
     return x
 
 # -----------------------------------------------------------------------------
 # Kinds of prior. Each says, in one class, how it is trained, how its likelihood is bounded or computed, and how it
 # samples, on the Transformer of transformer.py and the training loop below:
-#   kind = KINDS[name](cfg, T, loss)       the run's PriorConfig, its T and its --loss
+#   kind = KINDS[name](cfg, T, settings)   the run's PriorConfig, its T and its flags (a dict; each kind reads its own)
 #   kind.network()                         the nn.Module it trains
 #   kind.losses(model, x_0, generator, rank, world_size, y) -> (training loss, bits per token of each example (B,))
 #   kind.likelihood(model, codes, n_draws, seed, labels) -> bits per token (n, n_draws): `bound` names what it is
@@ -253,9 +257,10 @@ def remask(model, x, free, steps, fraction, mask_id, temperature=1.0, seed=0, pr
 class Absorbing:
     """The paper's prior: absorbing diffusion, trained on the (reweighted) ELBO, sampled by the reverse process."""
     name, bound, bound_name, default_sampler = "absorbing", "elbo", "ELBO (an upper bound on the NLL)", "cosine"
+    diffusion_steps = None  # T when --diffusion-steps is not given: N, the paper's
 
-    def __init__(self, cfg, T, loss="reweighted_elbo"):
-        self.cfg, self.T, self.loss = cfg, T, loss
+    def __init__(self, cfg, T, settings=None):
+        self.cfg, self.T, self.loss = cfg, T, (settings or {}).get("loss", "reweighted_elbo")
 
     def network(self):
         return Transformer(self.cfg)
@@ -282,18 +287,18 @@ class Absorbing:
             fix = min(remask_steps if remask_steps is not None else steps // 2, steps - 1)
             x_0 = sample(model, x, K, steps=max(steps - fix, 1), temperature=temperature, seed=seed, predict=predict,
                          on_step=on_step, progress=progress, counts=counts)
-            return remask(model, x_0, x == K, fix, remask_fraction, K, temperature, seed, predict)
+            return remask(model, x_0, x == K, fix, remask_fraction, K, temperature, seed, predict, on_step)
         return sample(model, x, K, steps=steps, temperature=temperature, seed=seed, predict=predict, on_step=on_step,
                       progress=progress, grid="cosine" if sampler == "cosine" else "uniform", counts=counts)
 
 
-KINDS = {"absorbing": Absorbing, "autoregressive": Autoregressive}
+KINDS = {"absorbing": Absorbing, "autoregressive": Autoregressive, "mask-replace": MaskReplace}
 
 
 def prior_from_checkpoint(ckpt, ema=True):
     """(the network of a prior's checkpoint, with its EMA weights by default (those are sampled from), its kind)."""
     cfg = PriorConfig(**ckpt["config"])
-    kind = KINDS[cfg.model](cfg, ckpt["diffusion_steps"], ckpt["args"]["loss"])
+    kind = KINDS[cfg.model](cfg, ckpt["diffusion_steps"], ckpt["args"])
     model = kind.network()
     model.load_state_dict(ckpt["ema" if ema else "model"])
     return model.eval(), kind
@@ -392,8 +397,8 @@ def main(args):
     args.max_steps = args.max_steps or MAX_STEPS
     cfg, train_codes, val_codes, train_labels, classes, vqgan_path = training_data(args, ckpt)
     h, w, K = cfg.latent_h, cfg.latent_w, cfg.codebook_size
-    T = args.diffusion_steps = args.diffusion_steps or h * w
-    kind = KINDS[cfg.model](cfg, T, args.loss)
+    T = args.diffusion_steps = args.diffusion_steps or KINDS[cfg.model].diffusion_steps or h * w
+    kind = KINDS[cfg.model](cfg, T, vars(args))
 
     torch.manual_seed(args.seed + rank)
     model = kind.network().to(device)
@@ -511,9 +516,15 @@ def get_args(argv=None):
     p.add_argument("--pos-init", choices=["sincos", "random"], default="sincos",
                    help="how the learned position embeddings start: 2D sines and cosines, or random (std 0.02)")
     p.add_argument("--model", choices=sorted(KINDS), default="absorbing",
-                   help="the kind of prior: absorbing diffusion, or Tab. 4's baseline, the same Transformer made "
+                   help="the kind of prior: absorbing diffusion; Tab. 4's baseline, the same Transformer made "
                         "causal in raster order (trained on its exact likelihood; --loss and --diffusion-steps do "
-                        "not apply)")
+                        "not apply); or VQ-Diffusion's mask-and-replace diffusion (mask_replace.py; T = 100 unless "
+                        "--diffusion-steps, trained on its bound; --loss does not apply)")
+    p.add_argument("--mask-share", type=float, default=0.9,
+                   help="mask-replace: the share M of the corrupted codes that are masked rather than replaced "
+                        "(VQ-Diffusion's 0.9; 1: mask only)")
+    p.add_argument("--aux-weight", type=float, default=5e-4,
+                   help="mask-replace: lambda of the auxiliary loss lambda (2 - t/T) CE of the x_0 prediction")
     p.add_argument("--loss", choices=["reweighted_elbo", "elbo", "mlm"], default="reweighted_elbo",
                    help="training loss: Eq. 7, Eq. 6, or masked-LM cross-entropy")
     p.add_argument("--class-dropout", type=float, default=None,
@@ -567,6 +578,10 @@ def get_args(argv=None):
             p.error(f"--conv must be 0 or an odd kernel size, got {args.conv}")
         if args.n_embd % args.n_head:
             p.error(f"--n-embd {args.n_embd} is not divisible by --n-head {args.n_head}")
+    if not 0 <= args.mask_share <= 1:
+        p.error(f"--mask-share must be in [0, 1] (1: mask only), got {args.mask_share}")
+    if args.aux_weight < 0:
+        p.error(f"--aux-weight must be >= 0, got {args.aux_weight}")
     if args.keep_every < 0:
         p.error(f"--keep-every must be >= 0 (0: keep no copies), got {args.keep_every}")
     if args.class_dropout is not None and not 0 <= args.class_dropout <= 1:

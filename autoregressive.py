@@ -49,8 +49,9 @@ class Autoregressive:
     """Tab. 4's baseline as a kind of prior (absorbing.KINDS describes the interface). T and the loss do not apply:
     it is trained on its exact likelihood."""
     name, bound, bound_name, default_sampler = "autoregressive", "nll", "exact NLL (chain rule)", "raster"
+    diffusion_steps = None  # no diffusion: T is recorded, and unused
 
-    def __init__(self, cfg, T=None, loss=None):
+    def __init__(self, cfg, T=None, settings=None):
         self.cfg = cfg
 
     def network(self):

@@ -9,6 +9,7 @@ than the training ones (Eq. 8), inpainting (Sec. 4.5), and an animation of the u
     python sample.py --ckpt out/absorbing.pt --n-samples 8 --gif out/unmask.gif
     python sample.py --ckpt out/absorbing.pt --sampler confidence --sample-steps 16    # MaskGIT's order
     python sample.py --ckpt out/absorbing.pt --class square --guidance 2                # classifier-free guidance
+    python sample.py --ckpt out/mr/absorbing.pt --sample-steps 25 --truncation 0.86     # a mask-replace prior
 
 The prior's EMA weights are used, with the VQGAN checkpoint the prior's checkpoint names (or --vqgan).
 """
@@ -67,12 +68,12 @@ def guided(model, label, weight):
     """The network as a callable (x_t, positions) -> logits, guided towards class `label` (classifier-free
     guidance, Ho & Salimans 2022): logits = uncond + weight * (cond - uncond), both from one batched call.
     weight 0 is the unconditional model, 1 the plain conditional one, > 1 pushes further towards the class."""
-    def net(x_t, positions=None):
+    def net(x_t, positions=None, **inputs):  # inputs: the time t (B,) of a prior that sees it
         if weight == 0:  # no conditional call needed
-            return model(x_t, positions)
+            return model(x_t, positions, **inputs)
         y = torch.tensor([label, model.cfg.n_classes], device=x_t.device).repeat_interleave(len(x_t))  # (2B,)
         both_positions = None if positions is None else torch.cat([positions, positions + x_t.numel()])
-        both = model(torch.cat([x_t, x_t]), both_positions, y=y)
+        both = model(torch.cat([x_t, x_t]), both_positions, y=y, **{k: torch.cat([v, v]) for k, v in inputs.items()})
         cond, uncond = both.float().chunk(2)
         return uncond + weight * (cond - uncond)
     return net
@@ -184,6 +185,10 @@ def main(args):
         raise SystemExit(f"error: --latent-size {H} {W} is smaller than the prior's {h}x{w} window")
     options = dict(sampler=args.sampler, counts=args.counts, remask_steps=args.remask_steps,
                    remask_fraction=args.remask_fraction)  # the absorbing prior's; other kinds refuse what they lack
+    if kind.name == "mask-replace":
+        options.update(truncation=args.truncation, shortcut=args.posterior == "shortcut")
+    elif args.truncation != 1 or args.posterior != "exact":
+        raise SystemExit(f"error: --truncation and --posterior are the mask-replace prior's; this one is {kind.name}")
     if (H, W) != (h, w):
         options["predict"] = mixture_denoiser(h, w, args.window_stride)
     out = Path(args.out)
@@ -218,11 +223,21 @@ def main(args):
     batches = [idx[i:i + args.batch_size] for idx in groups for i in range(0, len(idx), args.batch_size)]  # one class
     f = vqgan.cfg.downsample
     frames, images = [], torch.zeros(args.n_samples, H * f, W * f, 3, dtype=torch.uint8)
+    revised = [0, 0]  # codes that a later step changed to another code, codes sampled
     for b, idx in enumerate(batches):
-        on_step = (lambda x: frames.append(x.clone())) if args.gif and b == 0 else None
+        last, changed = [None], torch.zeros(len(idx), H, W, dtype=torch.bool, device=device)
+
+        def on_step(x, gif=args.gif and b == 0):  # after each step: the animation's frames, and revised codes
+            if gif:
+                frames.append(x.clone())
+            if last[0] is not None:
+                changed.logical_or_((last[0] != K) & (x != K) & (x != last[0]))
+            last[0] = x.clone()
+
         c = None if labels is None else int(labels[idx[0]])
         start = time.time()
         x = run(torch.full((len(idx), H, W), K, device=device), args.seed + b, on_step, label=c)
+        revised = [revised[0] + int(changed.sum()), revised[1] + changed.numel()]
         images[idx] = to_uint8(decode(vqgan, x, bf16, whole=args.decode == "whole"))
         of_class = "" if c is None else f" of class {ckpt['classes'][c]}"
         took = time.time() - start
@@ -230,7 +245,8 @@ def main(args):
               f"{args.sampler or kind.default_sampler} sampler in {calls[0]} network calls ({took / len(idx):.3f} s "
               f"per image)")
     save_grid(images, out, nrow=int(np.ceil(np.sqrt(len(images)))))
-    print(f"wrote {out}")
+    print(f"wrote {out}; {revised[0] / revised[1]:.1%} of the codes were changed to another code by a later step "
+          f"than the one that drew them")
     if args.images:
         os.makedirs(args.images, exist_ok=True)
         for j, img in enumerate(images):
@@ -277,6 +293,12 @@ def get_args(argv=None):
     p.add_argument("--guidance", type=float, default=1.0,
                    help="classifier-free guidance weight W: uncond + W (cond - uncond); 0 unconditional, 1 conditional")
     p.add_argument("--temperature", type=float, default=1.0, help="divides the logits; < 1 is more conservative")
+    p.add_argument("--truncation", type=float, default=1.0,
+                   help="mask-replace: keep the most likely codes of each x_0 prediction up to this share of its "
+                        "probability (VQ-Diffusion's r, 0.86 in its paper; 1: none)")
+    p.add_argument("--posterior", choices=["exact", "shortcut"], default="exact",
+                   help="mask-replace with --sample-steps < T: each jump of D steps draws from the exact D-step "
+                        "posterior, or the official code's shortcut (the one-step posterior at a shifted time)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--out", default="out/samples.png", help="PNG grid to write")
     p.add_argument("--images", default=None, help="also write each image to this folder")
@@ -294,6 +316,8 @@ def get_args(argv=None):
     args = p.parse_args(argv)
     if args.temperature <= 0:
         p.error(f"--temperature must be > 0, got {args.temperature}")
+    if not 0 < args.truncation <= 1:
+        p.error(f"--truncation must be in (0, 1], got {args.truncation}")
     if not 0 < args.remask_fraction <= 1:
         p.error(f"--remask-fraction must be in (0, 1], got {args.remask_fraction}")
     if args.remask_steps is not None and (args.sampler != "remask" or args.remask_steps < 0):

@@ -2,7 +2,8 @@
 The network every kind of prior shares: a Transformer over the h*w codes of a VQ grid, and the draw from its output.
 
 The absorbing prior (absorbing.py) uses it as it is: bidirectional, no time input, the paper's architecture. The
-autoregressive baseline (autoregressive.py) makes the same blocks causal. Input ids 0..K-1 are codes and K is the
+autoregressive baseline (autoregressive.py) makes the same blocks causal; the mask-and-replace prior
+(mask_replace.py) adds an embedding of the time t, as the class enters. Input ids 0..K-1 are codes and K is the
 mask; the output is a distribution over the K codes only, so the network never predicts a mask.
 """
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ class PriorConfig:
     model: str = "absorbing"      # the kind of prior (absorbing.KINDS) this network belongs to
     pos_init: str = "sincos"      # or "random": how the learned position embeddings start
     conv: int = 0                 # > 0: depthwise convolutions of this kernel in each block (0: the paper's blocks)
+    time_steps: int = 0           # T > 0: the network also sees the time t in 1..T (mask_replace.py; absorbing: 0)
 
 
 # The learned position embeddings start as 2D sines and cosines (MAE's fixed embedding, here only the start): random
@@ -104,6 +106,7 @@ class Transformer(nn.Module):
         self.tok_emb = nn.Embedding(cfg.codebook_size + 1, cfg.n_embd)  # + 1: the mask token
         self.pos_emb = nn.Parameter(torch.zeros(1, N, cfg.n_embd))
         self.cls_emb = nn.Embedding(cfg.n_classes + 1, cfg.n_embd) if cfg.n_classes else None  # + 1: no class
+        self.time_emb = nn.Embedding(cfg.time_steps + 1, cfg.n_embd) if cfg.time_steps else None
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.Sequential(*[Block(cfg) for _ in range(cfg.n_layer)])
         self.ln_f = nn.LayerNorm(cfg.n_embd)
@@ -122,16 +125,18 @@ class Transformer(nn.Module):
         if isinstance(m, nn.Linear) and m.bias is not None:
             nn.init.zeros_(m.bias)
 
-    def forward(self, x_t, positions=None, y=None):
+    def forward(self, x_t, positions=None, y=None, t=None):
         """x_t (B, N) ids in 0..K -> logits over the K codes: (B, N, K), or (M, K) at `positions`, flat indices
         into the B*N grid, when only those are needed (the final layer then runs on M rows, not B*N). y (B,): the
         class of each row of a class-conditional model, n_classes (or None) for none; its embedding joins every
-        code's."""
+        code's, and so does that of t (B,), the time of each row, in a network with cfg.time_steps."""
         B, N = x_t.shape
         h = self.tok_emb(x_t) + self.pos_emb[:, :N]  # (B, N, C)
         if self.cls_emb is not None:
             y = torch.full((B,), self.cfg.n_classes, device=x_t.device) if y is None else y
             h = h + self.cls_emb(y)[:, None]
+        if self.time_emb is not None:
+            h = h + self.time_emb(t)[:, None]
         h = self.blocks(self.drop(h))  # (B, N, C)
         if positions is not None:
             h = h.reshape(B * N, -1)[positions]  # (M, C)
