@@ -56,7 +56,8 @@ def train(images, labels, cfg, steps, batch_size=128, lr=2e-3, seed=0, device="c
 
 def cached(path, data, images, labels, classes, img_size, steps, device="cpu"):
     """The classifier of `data` at `path`, trained there first if the file does not exist (a one-line note says
-    so, on stderr, as tqdm's progress). A file trained on another set, other classes or another image size is a one-line error."""
+    so, on stderr, as tqdm's progress). A file trained on another set, other classes or another image size is a
+    one-line error."""
     path = Path(path)
     if path.is_file():
         ckpt = load_checkpoint(path, "classifier")

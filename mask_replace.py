@@ -75,7 +75,8 @@ def q_sample(x_0, t, sched, K, generator=None):  # x_0 (B, N), t (B,) in 1..T ->
 
 
 # The reverse step from a prediction of x_0 (Eq. 11 of VQ-Diffusion, for any s < t):
-#     p(x_s | x_t) = sum_{x_0} q(x_s | x_t, x_0) p(x_0 | x_t),   q(x_s | x_t, x_0) = q(x_t | x_s) q(x_s | x_0) / q(x_t | x_0),
+#     p(x_s | x_t) = sum_{x_0} q(x_s | x_t, x_0) p(x_0 | x_t),
+#     q(x_s | x_t, x_0) = q(x_t | x_s) q(x_s | x_0) / q(x_t | x_0),
 # computed as q(x_t | x_s) sum_{x_0} q(x_s | x_0) [p(x_0 | x_t) / q(x_t | x_0)]: O(K) a code, since every q is "stay,
 # or a uniform code, or the mask". With p(x_0 | x_t) = onehot(x_0) it is the true posterior q(x_s | x_t, x_0).
 def posterior(p_0, x_t, sched, s, t):  # p_0 (B, N, K), x_t (B, N), s < t (B,) -> (B, N, K + 1), float64

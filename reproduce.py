@@ -17,6 +17,7 @@ OUT/autoregressive_SEED, OUT/elbo_SEED. Tab. 5's tokenizers go to OUT/tab5_NAME_
 """
 import argparse
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -27,7 +28,7 @@ import numpy as np
 
 import common as C
 
-CLAIMS = ("quickstart", "tab4", "fig5", "tab3", "sec4.3", "tab5", "fig4")
+CLAIMS = ("quickstart", "tab4", "fig5", "tab3", "sec4.3", "tab5", "fig4", "mask_replace")
 TAB5 = [("DiffAug, clamp (the paper's)", "aug_clamp", []),
         ("DiffAug, no clamp", "aug_noclamp", ["--lambda-max", "1e4"]),
         ("no DiffAug, clamp", "noaug_clamp", ["--diffaug", "off"]),
@@ -37,22 +38,22 @@ OLD_SAMPLER = ["--sampler", "random", "--counts", "binomial"]  # the sampler the
 
 
 def run(*argv):
-    """Run one of the project's scripts; its --json output as a dict (or None for scripts that print none)."""
+    """Run one of the project's scripts; its --json output as a dict, or what it printed."""
     done = subprocess.run([sys.executable, *map(str, argv)], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parent)
     if done.returncode != 0:
         raise SystemExit(f"error: {' '.join(map(str, argv))} failed: {done.stderr.strip().splitlines()[-1:]}")
-    return json.loads(done.stdout) if "--json" in argv else None
+    return json.loads(done.stdout) if "--json" in argv else done.stdout
 
 
 def judged(ckpt, out, n, *flags, crop_stride=None, n_real=None):
     """Sample n images with sample.py, then judge and score them (or their crops) with evaluate.py against n (or
-    n_real) shapes images."""
-    run("sample.py", "--ckpt", ckpt, "--n-samples", n, "--batch-size", 250, "--images", out, "--out", f"{out}.png",
-        *flags)
+    n_real) shapes images; with what sample.py printed (its time per image and its share of revised codes)."""
+    printed = run("sample.py", "--ckpt", ckpt, "--n-samples", n, "--batch-size", 250, "--images", out, "--out",
+                  f"{out}.png", *flags)
     crops = ["--crop-stride", crop_stride] if crop_stride else []
-    return run("evaluate.py", "--real", "shapes", "--fake", out, "--features", "random", "--num", n_real or n, *crops,
-               "--json")
+    return dict(run("evaluate.py", "--real", "shapes", "--fake", out, "--features", "random", "--num", n_real or n,
+                    *crops, "--json"), printed=printed)
 
 
 def spread(values, fmt="{:.3f}"):
@@ -211,7 +212,120 @@ def fig4(args, out, prior):
     table("Fig. 4", ["temperature", "windows judged", "valid windows", "why the others are not"], rows)
 
 
+# The three kinds of prior on the same codes with the same Transformer and training budget (the defaults), seeds 0..:
+# name, label, flags of absorbing.py
+KINDS = [("abs", "absorbing", []), ("mr", "mask-and-replace, M = 0.9", ["--model", "mask-replace"]),
+         ("mo", "mask only, M = 1 (t input, VQ-Diffusion's loss)", ["--model", "mask-replace", "--mask-share", 1])]
+
+
+def sampled(scores):  # the numbers a results file keeps of one judged sample set
+    printed = scores["printed"]
+    per_image = [float(v) for v in re.findall(r"\(([\d.]+) s per image\)", printed)]
+    revised = re.search(r"; ([\d.]+)% of the codes were changed", printed)
+    return dict(valid=scores["shape_valid"], kinds=scores["shape_kinds"], fid=scores["fid"],
+                seconds_per_image=statistics.mean(per_image), revised=float(revised.group(1)) / 100)
+
+
+def mask_replace(args, out, codes, small):
+    """VQ-Diffusion's claim (mask-and-replace beats mask only) and the paper's choice (absorbing): each kind trained
+    with the defaults on OUT/codes.npy for --seeds seeds, its held-out bound, and --n-samples samples judged at S = T,
+    T/4 and T/10 (and the official strided shortcut at T/4 and T/10 for mask-and-replace). Writes
+    results/mask_replace.json."""
+    runs = []
+    for name, label, flags in KINDS:
+        for seed in range(args.seeds):
+            run_dir = out / f"{name}_s{seed}"
+            argv = [*flags, "--seed", seed, "--sample-every", 0, *small, *(["--max-steps", 3] if args.quick else [])]
+            if not (run_dir / "absorbing.pt").is_file():
+                run("absorbing.py", "--codes", codes, "--out-dir", run_dir, *argv)
+            ckpt = C.load_checkpoint(run_dir / "absorbing.pt", "absorbing")
+            T = ckpt["diffusion_steps"]
+            bound = run("evaluate.py", "--ckpt", run_dir / "absorbing.pt", "--codes", codes, "--json")
+            samples = {}
+            for S, posterior in [(T, "exact"), (T // 4, "exact"), (round(T / 10), "exact")] + \
+                    ([(T // 4, "shortcut"), (round(T / 10), "shortcut")] if name == "mr" else []):
+                extra = ["--posterior", posterior] if posterior != "exact" else []
+                scores = judged(run_dir / "absorbing.pt", run_dir / f"fake_{S}_{posterior}", args.n_samples,
+                                "--sample-steps", S, *extra)
+                samples[f"{S} {posterior}"] = sampled(scores)
+            bits = bound.get("vlb_bits_per_token", bound.get("elbo_bits_per_token"))
+            runs.append(dict(name=name, label=label, seed=seed, flags=[str(v) for v in argv], settings=ckpt["args"],
+                             T=T, bound=bits, samples=samples))
+    write_results(out, "mask_replace", dict(command="python reproduce.py --claims mask_replace", cpu=cpu_description(),
+                                            n_samples=args.n_samples, runs=runs), args.quick)
+
+# -----------------------------------------------------------------------------
+# Results files: each claim that keeps its numbers writes results/NAME.json (every run's full settings and what it
+# measured); the tables in the documents are rendered from them, between markers, so that a number cannot be
+# edited by hand or outlive the run that made it (tests/test_reproduce.py re-renders them).
+
+
+def render_mask_replace(res):
+    """The tables of results/mask_replace.json: each kind's mean +- sd over its seeds."""
+    def cell(runs, value, fmt):
+        values = [value(r) for r in runs]
+        sd = f" +- {fmt.format(statistics.stdev(values))}" if len(values) > 1 else ""
+        return fmt.format(statistics.mean(values)) + sd
+
+    rows, jumps = [], []
+    for name, label, _ in KINDS:
+        runs = [r for r in res["runs"] if r["name"] == name]
+        T = runs[0]["T"]
+        S = (T, T // 4, round(T / 10))
+        cells = [f"{T}; {', '.join(map(str, S))}", cell(runs, lambda r: r["bound"], "{:.3f}")]
+        cells += [cell(runs, lambda r, s=s: r["samples"][f"{s} exact"]["valid"], "{:.1%}") for s in S]
+        cells += [cell(runs, lambda r: r["samples"][f"{T} exact"]["revised"], "{:.1%}"),
+                  cell(runs, lambda r: 1000 * r["samples"][f"{S[1]} exact"]["seconds_per_image"] / S[1], "{:.2f}")]
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+        if name == "mr":
+            head = f"| jump | valid at S = {S[1]} | S = {S[2]} |\n|---|---|---|\n"
+            for jump in ("exact", "shortcut"):
+                valid = [cell(runs, lambda r, s=s: r["samples"][f"{s} {jump}"]["valid"], "{:.1%}") for s in S[1:]]
+                jumps.append(f"| {jump} | " + " | ".join(valid) + " |")
+    seeds = ", ".join(str(seed) for seed in sorted({r["seed"] for r in res["runs"]}))
+    return (f"{res['n_samples']} samples judged a cell, mean +- sd over seeds {seeds} ({res['cpu']}).\n\n"
+            "| prior | T; S = T, T/4, T/10 | held-out bound, bits per token | valid at S = T | S = T/4 | S = T/10 | "
+            "codes revised, S = T | ms per image and call, S = T/4 |\n|---|---|---|---|---|---|---|---|\n"
+            + "\n".join(rows) + "\n\nMask-and-replace with strided jumps: the exact D-step posterior against the "
+            "official code's shortcut.\n\n" + head + "\n".join(jumps))
+
+
+TABLES = {"mask_replace": ("REPRODUCTION.md", render_mask_replace)}  # results file -> (document, its renderer)
+REPO = Path(__file__).resolve().parent
+
+
+def block(name):
+    """The marker lines between which a document holds the table of results/NAME.json."""
+    return f"<!-- rendered by reproduce.py from results/{name}.json -->", f"<!-- end of results/{name}.json -->"
+
+
+def render(name, res, repo=REPO):
+    """Put the table of one results file into its document, in place of the one between its markers."""
+    doc, renderer = TABLES[name]
+    text = (repo / doc).read_text()
+    start, end = block(name)
+    if start not in text or end not in text.split(start, 1)[-1]:
+        raise SystemExit(f"error: {doc} has no markers for results/{name}.json ({start} ... {end})")
+    before, rest = text.split(start, 1)
+    (repo / doc).write_text(f"{before}{start}\n{renderer(res)}\n{end}{rest.split(end, 1)[1]}")
+
+
+def write_results(out, name, res, quick):
+    """Write a claim's results file and render its table (a --quick run writes OUT/results/ and renders nothing)."""
+    path = (out / "results" if quick else REPO / "results") / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(res, indent=1) + "\n")
+    print(f"\n{name}\n\n{TABLES[name][1](res)}\n\nwrote {path}")
+    if not quick:
+        render(name, res)
+
+
 def main(args):
+    if args.render:
+        for path in sorted((REPO / "results").glob("*.json")):
+            render(path.stem, json.loads(path.read_text()))
+            print(f"rendered results/{path.name} into {TABLES[path.stem][0]}")
+        return
     out = Path(args.out_dir)
     codes = out / "codes.npy"
     small = ["--n-layer", "1", "--n-embd", "32", "--n-head", "2"] if args.quick else []
@@ -241,6 +355,8 @@ def main(args):
         fig4(args, out, prior)
     if "tab5" in args.claims:
         tab5(args, out)
+    if "mask_replace" in args.claims:
+        mask_replace(args, out, codes, small)
 
 
 def get_args(argv=None):
@@ -259,6 +375,8 @@ def get_args(argv=None):
                    help="quickstart: samples judged at each copy (default 200; --quick 8)")
     p.add_argument("--temperatures", type=float, nargs="+", default=None,
                    help="temperatures of Sec. 4.3 (default 1.0 0.9 0.8 0.7; --quick 1.0 0.7)")
+    p.add_argument("--render", action="store_true",
+                   help="run nothing: re-render the documents' tables from the results files in results/")
     args = p.parse_args(argv)
     quick = dict(seeds=1, vqgan_seeds=1, n_samples=16, steps=[64, 16], temperatures=[1.0, 0.7], curve_every=1,
                  curve_samples=8)

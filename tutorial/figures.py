@@ -33,8 +33,9 @@ COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
 PAPER_ENCODER = ("python vqgan.py --local-encoder off --lr-decay constant --restart-after 0 "
                  "--out-dir out/paper_encoder")
 GROUP_NORM = "python vqgan.py --norm group --out-dir out/group_norm"
+MASK_REPLACE = "python absorbing.py --model mask-replace --out-dir out/mask_replace"
 FIGURES = ["recon", "codes", "redundancy", "norm", "masking", "pos_init", "elbo_per_t", "val_elbo", "trajectory",
-           "steps", "mosaic", "copies"]
+           "steps", "mosaic", "copies", "revisions"]
 
 # -----------------------------------------------------------------------------
 # Drawing with Pillow: image grids with captions, and small line charts
@@ -284,6 +285,32 @@ def fig_steps(m, args):
         print(f"{len(images)} samples at S = {S}: {seconds:.3f} s ({seconds / len(images) * 1000:.1f} ms per image), "
               f"{counted.calls} network calls, bf16 {bf16}, {torch.get_num_threads()} threads")
     save(join(pictures[1:], captions[1:], gap=12), args.fig_dir / "steps.png")
+
+
+def fig_revisions(m, args):
+    """One mask-and-replace sample (MASK_REPLACE's prior) every tenth of its T steps: the decoded grid (masks grey),
+    and under it where a code became another code since the frame before (red) or stayed (black; white: mask)."""
+    path = args.out_dir / "mask_replace" / "absorbing.pt"
+    if not path.is_file():
+        raise SystemExit(f"error: the revisions figure needs a mask-and-replace prior: run {MASK_REPLACE}")
+    prior, kind = absorbing.prior_from_checkpoint(load_checkpoint(path, "absorbing"))
+    K, f = m["K"], m["vq"].cfg.downsample
+    rows = []
+    for seed in range(3):
+        frames = []
+        kind.sample(prior, torch.full((1, *m["hw"]), K), seed=args.seed + seed,
+                    on_step=lambda x: frames.append(x.clone()))
+        shown = frames[kind.T // 10 - 1::kind.T // 10]  # after 10%, 20%, ... of the steps
+        top = [picture(decode_masked(m["vq"], x, K), 3) for x in shown]
+        marks = []
+        for before, x in zip([shown[0]] + shown[:-1], shown):
+            colour = torch.zeros(*x.shape, 3, dtype=torch.uint8)
+            colour[x == K] = 255
+            colour[(before != K) & (x != K) & (before != x)] = torch.tensor([214, 39, 40], dtype=torch.uint8)
+            marks.append(picture(colour.repeat_interleave(f, 1).repeat_interleave(f, 2), 3))
+        captions = [f"t={kind.T - kind.T // 10 * (i + 1)}" for i in range(len(shown))]
+        rows += [join(top, captions), join(marks, [""] * len(marks))]
+    save(join(rows), args.fig_dir / "revisions.png")
 
 
 def fig_mosaic(m, args):
