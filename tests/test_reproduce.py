@@ -139,7 +139,8 @@ def test_render_replaces_the_table_between_the_markers_only(tmp_path):
     (tmp_path / "REPRODUCTION.md").write_text("before\n" + "\n".join(reproduce.block("mask_replace")) + "\nafter\n")
     reproduce.render("mask_replace", res, repo=tmp_path)
     text = (tmp_path / "REPRODUCTION.md").read_text()
-    assert text.startswith("before\n") and text.endswith("\nafter\n") and "| absorbing | 64; 64, 16, 6 | 0.700 | 50.0% |" in text
+    assert text.startswith("before\n") and text.endswith("\nafter\n")
+    assert "| absorbing | 64; 64, 16, 6 | 0.700 | 50.0% |" in text
     (tmp_path / "REPRODUCTION.md").write_text("no markers")
     with pytest.raises(SystemExit, match="REPRODUCTION.md has no markers for results/mask_replace.json"):
         reproduce.render("mask_replace", res, repo=tmp_path)
