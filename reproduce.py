@@ -1,19 +1,21 @@
 """
-Regenerate the measured tables of the README and REPRODUCTION.md by running the project's own commands and reading
-their --json output: the README's quick start (its time, valid reconstructions and samples), Tab. 4 (absorbing
-against autoregressive), Fig. 5 (reweighted ELBO against ELBO), Tab. 3 (sampling steps), Sec. 4.3 (temperature),
-Tab. 5 (DiffAug and the clamp) and Fig. 4 (larger than training). Prints the tables in markdown.
+Regenerate the measured tables of README.md and REPRODUCTION.md with today's defaults, by running the project's own
+commands and reading their --json output. Each claim writes results/NAME.json (every run's flags, full settings and
+measurements) and renders its table into its document between markers; `--render` re-renders them all.
 
-    python reproduce.py                   # the page's settings: 3 seeds, 500 samples (about two hours, 2 CPU cores)
-    python reproduce.py --claims tab3 sec4.3      # some of them
-    python reproduce.py --claims quickstart       # the README's quick start into OUT, timed and judged
-    python reproduce.py --quick           # tiny models and data, a few minutes: checks the pipeline only
+    python reproduce.py --claims quickstart --seeds 2 --out-dir out/r   # the README's quick start, timed, judged
+    python reproduce.py --out-dir out/r                  # then every REPRODUCTION.md section (about two hours)
+    python reproduce.py --out-dir out/r --claims tab3    # one of them
+    python reproduce.py --quick --claims quickstart tab4 --out-dir /tmp/q   # tiny models: checks the pipeline only
+    python reproduce.py --render                         # the tables again from results/, running nothing
 
-Needs the quick-start tokenizer (python vqgan.py, OUT/vqgan.pt and OUT/codes.npy; the quickstart claim trains it
-and the prior anew, first) and uses the quick-start prior (OUT/absorbing.pt, trained here if absent) for Tab. 3,
-Sec. 4.3 and Fig. 4; --quick trains tiny ones of both.
-The priors of Tab. 4 and Fig. 5 are unconditional (--class-dropout 1), as the paper's: OUT/absorbing_SEED,
-OUT/autoregressive_SEED, OUT/elbo_SEED. Tab. 5's tokenizers go to OUT/tab5_NAME_SEED.
+The claims: quickstart (README: time, valid reconstructions and samples, time to quality), tab4 (absorbing against
+autoregressive), fig5 (reweighted ELBO against ELBO), departures (the small prior's departures from the paper),
+tab3 (sampling steps and samplers), sec4.3 (temperature), guidance (classes), fig4 (larger than training), tab5
+(DiffAug, the clamp and the tokenizer's departures) and mask_replace (VQ-Diffusion's prior). All but quickstart use
+the quick-start tokenizer in --out-dir (OUT/codes.npy) and tab3, sec4.3, guidance and fig4 its prior
+(OUT/absorbing.pt); the priors of tab4, fig5 and departures are unconditional (--class-dropout 1, as the paper's)
+and train --prior-steps steps, in OUT/uncond_NAME_sSEED. A run whose checkpoint exists is reused.
 """
 import argparse
 import json
@@ -27,14 +29,33 @@ from pathlib import Path
 import numpy as np
 
 import common as C
+from shapes import SHAPE_KINDS
 
-CLAIMS = ("quickstart", "tab4", "fig5", "tab3", "sec4.3", "tab5", "fig4", "mask_replace")
-TAB5 = [("DiffAug, clamp (the paper's)", "aug_clamp", []),
-        ("DiffAug, no clamp", "aug_noclamp", ["--lambda-max", "1e4"]),
-        ("no DiffAug, clamp", "noaug_clamp", ["--diffaug", "off"]),
-        ("neither", "noaug_noclamp", ["--diffaug", "off", "--lambda-max", "1e4"]),
-        ("no GAN at all (reference)", "nogan", ["--disc-start", "100000"])]
-OLD_SAMPLER = ["--sampler", "random", "--counts", "binomial"]  # the sampler the page's tables were measured with
+CLAIMS = ("quickstart", "tab4", "fig5", "departures", "tab3", "sec4.3", "guidance", "fig4", "tab5", "mask_replace")
+PAPER_SAMPLER = ["--sampler", "random", "--counts", "binomial"]  # the paper's reverse process, reveal steps drawn
+SAMPLERS = [("default", []), ("paper", PAPER_SAMPLER), ("confidence", ["--sampler", "confidence"])]  # Tab. 3's
+
+# The unconditional priors (--class-dropout 1, as the paper's) of Tab. 4, Fig. 5 and the departures, each trained for
+# --prior-steps steps with the defaults and these flags: name -> (label, flags of absorbing.py)
+PRIORS = {"absorbing": ("absorbing (the defaults)", []),
+          "autoregressive": ("autoregressive", ["--model", "autoregressive"]),
+          "elbo": ("absorbing, trained on the ELBO (Eq. 6)", ["--loss", "elbo"]),
+          "adamw": ("AdamW, the paper's optimizer (same rate and schedule)", ["--optimizer", "adamw"]),
+          "conv0": ("the paper's blocks, no depthwise convolutions", ["--conv", 0]),
+          "posrandom": ("random position embeddings at the start", ["--pos-init", "random"])}
+TAB4, FIG5, DEPARTURES = ("absorbing", "autoregressive"), ("absorbing", "elbo"), ("absorbing", "adamw", "conv0",
+                                                                                  "posrandom")
+# The VQGANs of Tab. 5 and of the tokenizer's departures, each the quick start's with these flags: name, label, flags
+TAB5 = [("aug_clamp", "DiffAug, clamp (the paper's; the defaults)", []),
+        ("aug_noclamp", "DiffAug, no clamp", ["--lambda-max", "1e4"]),
+        ("noaug_clamp", "no DiffAug, clamp", ["--diffaug", "off"]),
+        ("nogan", "no GAN at all (reference)", ["--disc-start", "100000"]),
+        ("groupnorm", "GroupNorm, the paper's normalisation", ["--norm", "group"]),
+        ("paper_encoder", "the paper's encoder (not local)", ["--local-encoder", "off"])]
+# The three kinds of prior on the same codes with the same Transformer and training budget (the defaults), seeds 0..:
+# name, label, flags of absorbing.py
+KINDS = [("abs", "absorbing", []), ("mr", "mask-and-replace, M = 0.9", ["--model", "mask-replace"]),
+         ("mo", "mask only, M = 1 (t input, VQ-Diffusion's loss)", ["--model", "mask-replace", "--mask-share", 1])]
 
 
 def run(*argv):
@@ -46,36 +67,32 @@ def run(*argv):
     return json.loads(done.stdout) if "--json" in argv else done.stdout
 
 
+def trained(script, run_dir, flags, codes=None, **about):
+    """Train with `script` into run_dir (once: an existing checkpoint is reused). The run as a results file keeps it:
+    `about` (name, label, seed), its flags and the full settings its checkpoint recorded."""
+    kind = "vqgan" if script == "vqgan.py" else "absorbing"
+    path = run_dir / f"{kind}.pt"
+    if not path.is_file():
+        run(script, *(["--codes", codes] if codes else []), "--out-dir", run_dir, *flags)
+    settings = C.load_checkpoint(path, kind)["args"]
+    return path, dict(about, script=script, flags=[str(f) for f in flags], settings=settings)
+
+
 def judged(ckpt, out, n, *flags, crop_stride=None, n_real=None):
     """Sample n images with sample.py, then judge and score them (or their crops) with evaluate.py against n (or
-    n_real) shapes images; with what sample.py printed (its time per image and its share of revised codes)."""
+    n_real) shapes images: what a results file keeps of them, with the sampler's time per image and its share of
+    codes that a later step changed."""
     printed = run("sample.py", "--ckpt", ckpt, "--n-samples", n, "--batch-size", 250, "--images", out, "--out",
                   f"{out}.png", *flags)
     crops = ["--crop-stride", crop_stride] if crop_stride else []
-    return dict(run("evaluate.py", "--real", "shapes", "--fake", out, "--features", "random", "--num", n_real or n,
-                    *crops, "--json"), printed=printed)
-
-
-def spread(values, fmt="{:.3f}"):
-    """'mean +- sd (n)' of a list of numbers, or the one number."""
-    if len(values) == 1:
-        return fmt.format(values[0])
-    return f"{fmt.format(statistics.mean(values))} +- {fmt.format(statistics.stdev(values))} ({len(values)} seeds)"
-
-
-def table(title, header, rows):
-    print(f"\n{title}\n\n| {' | '.join(header)} |\n|{'---|' * len(header)}\n" + "\n".join(rows))
-
-
-def sample_row(label, s):
-    return f"| {label} | {s['shape_valid']:.1%} | {s['fid']:.2f} | {s['precision']:.2f} | {s['recall']:.2f} |"
-
-
-def train_prior(out, codes, steps, seed, *flags):
-    """An unconditional prior trained by absorbing.py in `out` (once: an existing checkpoint is reused)."""
-    if not (out / "absorbing.pt").is_file():
-        run("absorbing.py", "--codes", codes, "--out-dir", out, "--class-dropout", 1, "--seed", seed, *steps, *flags)
-    return out / "absorbing.pt"
+    s = run("evaluate.py", "--real", "shapes", "--fake", out, "--features", "random", "--num", n_real or n, *crops,
+            "--json")
+    per_image = [float(v) for v in re.findall(r"\(([\d.]+) s per image\)", printed)]
+    revised = re.search(r"; ([\d.]+)% of the codes were changed", printed)
+    return dict(flags=[str(f) for f in flags], valid=s["shape_valid"], kinds=s["shape_kinds"],
+                invalid=s["shape_invalid"], judged=s["shape_judged"], fid=s["fid"], precision=s["precision"],
+                recall=s["recall"], seconds_per_image=statistics.mean(per_image),
+                revised=float(revised.group(1)) / 100 if revised else 0.0)
 
 
 def cpu_description():
@@ -89,198 +106,322 @@ def cpu_description():
     return f"{model}, {vector}{bf16}, {torch.get_num_threads()} threads"
 
 
+def results(args, command, runs, **measured):
+    """The body of a results file: the command that remakes it, where it ran, and its runs."""
+    return dict(command=command, cpu=cpu_description(), n_samples=args.n_samples, **measured, runs=runs)
+
+# -----------------------------------------------------------------------------
+# The claims: each trains what it needs (or reuses it), measures, and writes results/NAME.json.
+
+
 def quickstart(args, out, small):
     """The README's quick start into OUT with the defaults (as python vqgan.py && python absorbing.py && python
     sample.py writes out/), each stage timed (wall-clock, start-up included), then judged: the VQGAN's
-    reconstructions of held-out images, and samples at S = T and S = T/4. Along the prior's training, a copy of its
-    weights every --curve-every steps is judged on --curve-samples samples at S = T: time to quality."""
-    run_dir = out
+    reconstructions of held-out images, and samples at S = T and S = T/4 of the prior and of --seeds - 1 more priors
+    trained with other seeds (untimed). Along the prior's training, a copy of its weights every --curve-every steps
+    is judged on --curve-samples samples at S = T: time to quality."""
+    if (out / "vqgan.pt").is_file():
+        raise SystemExit(f"error: {out} already holds a VQGAN; the quick start is timed from nothing: a new --out-dir")
     tiny = ["--n-shapes", 64, "--max-steps", 3, "--batch-size", 8] if args.quick else []
-    stages = {"VQGAN": ["vqgan.py", "--out-dir", run_dir, *tiny],
-              "prior": ["absorbing.py", "--codes", run_dir / "codes.npy", "--out-dir", run_dir, *small,
-                        "--keep-every", args.curve_every, *(["--max-steps", 3] if args.quick else [])],
-              "64 samples": ["sample.py", "--ckpt", run_dir / "absorbing.pt", "--out", run_dir / "samples.png"]}
-    seconds = {}
-    for name, argv in stages.items():
-        start = time.perf_counter()
-        run(*argv)
-        seconds[name] = time.perf_counter() - start
-    T = int(np.prod(np.load(run_dir / "codes.npy", mmap_mode="r").shape[1:]))  # T = N = h w, the default
-    found = {"reconstructions of held-out images": run("evaluate.py", "--vqgan", run_dir / "vqgan.pt", "--real",
-                                                        "shapes", "--features", "random", "--num", args.n_samples,
-                                                        "--json")}
-    for S in (T, T // 4):
-        found[f"samples, S = {S}"] = judged(run_dir / "absorbing.pt", run_dir / f"fake_{S}", args.n_samples,
-                                           "--sample-steps", S)
-    rows = [f"| {what} | {s['shape_valid']:.1%} | {' / '.join(map(str, s['shape_kinds'].values()))} | "
-            f"{' / '.join(map(str, s['shape_invalid'].values()))} |" for what, s in found.items()]
-    times = ", ".join(f"{name} {t:.0f} s" for name, t in seconds.items())
-    rows.append(f"| the quick start's time | {sum(seconds.values()) / 60:.1f} minutes | {times} | |")
-    some = found["reconstructions of held-out images"]
-    cpu = cpu_description()
-    table(f"Quick start ({args.n_samples} images a row; {cpu})", ["images", "valid", " / ".join(some["shape_kinds"])
-          + " (valid ones)", "broken first: " + " / ".join(some["shape_invalid"])], rows)
-    total = C.load_checkpoint(run_dir / "absorbing.pt", "absorbing")["step"]
-    curve = []
-    for snapshot in sorted(run_dir.glob("absorbing_[0-9]*.pt")):  # the prior's weights every --curve-every steps
-        step = int(snapshot.stem.split("_")[1])
-        valid = judged(snapshot, run_dir / f"curve_{step}", args.curve_samples, "--sample-steps", T)["shape_valid"]
-        curve.append((step, (seconds["VQGAN"] + seconds["prior"] * step / total) / 60, valid))  # minutes so far
-    reached = next((f"{minutes:.1f} minutes (step {step})" for step, minutes, valid in curve if valid >= 0.9),
-                   "not reached")
-    table(f"Time to quality: valid samples at S = {T} ({args.curve_samples} a row) along the prior's training, minutes "
-          f"from the start of the quick start; 90% valid: {reached} ({cpu})", ["step", "minutes", "valid"],
-          [f"| {step} | {minutes:.1f} | {valid:.1%} |" for step, minutes, valid in curve])
+    short = ["--max-steps", 3] if args.quick else []
+    seconds, start = {}, time.perf_counter()
+    vqgan, vq = trained("vqgan.py", out, tiny, name="vqgan", label="the VQGAN", seed=0)
+    seconds["VQGAN"], start = time.perf_counter() - start, time.perf_counter()
+    prior, first = trained("absorbing.py", out, [*small, *short, "--keep-every", args.curve_every], out / "codes.npy",
+                           name="prior", label="the prior", seed=0)
+    seconds["prior"], start = time.perf_counter() - start, time.perf_counter()
+    run("sample.py", "--ckpt", prior, "--out", out / "samples.png")
+    seconds["64 samples"] = time.perf_counter() - start
+    s = run("evaluate.py", "--vqgan", vqgan, "--real", "shapes", "--features", "random", "--num", args.n_samples,
+            "--json")
+    vq.update(reconstructions=dict(valid=s["shape_valid"], kinds=s["shape_kinds"], invalid=s["shape_invalid"],
+                                   psnr=s["psnr"]))
+    priors = [(prior, first)] + [trained("absorbing.py", out / f"prior_seed{seed}", [*small, *short, "--seed", seed],
+                                         out / "codes.npy", name="prior", label="the prior", seed=seed)
+                                 for seed in range(1, args.seeds)]
+    T = int(np.prod(np.load(out / "codes.npy", mmap_mode="r").shape[1:]))  # T = N = h w, the default
+    for path, r in priors:
+        r["samples"] = {str(S): judged(path, path.parent / f"fake_{S}", args.n_samples, "--sample-steps", S)
+                        for S in (T, T // 4)}
+    total = first["settings"]["max_steps"]
+    first["curve"] = [dict(step=int(snapshot.stem.split("_")[1]),
+                           valid=judged(snapshot, out / f"curve_{snapshot.stem}", args.curve_samples,
+                                        "--sample-steps", T)["valid"])
+                      for snapshot in sorted(out.glob("absorbing_[0-9]*.pt"))]  # the weights every --curve-every
+    write_results(out, "quickstart", results(args, f"python reproduce.py --claims quickstart --seeds {args.seeds}",
+                                             [vq] + [r for _, r in priors], T=T, seconds=seconds, total_steps=total,
+                                             curve_samples=args.curve_samples), args.quick)
 
 
-def tab4(args, out, codes, steps):
-    rows = []
-    for model in ("absorbing", "autoregressive"):
-        found = {"bits": [], "valid": [], "fid": [], "precision": [], "recall": []}
+def unconditional(args, out, codes, name, done):
+    """One PRIORS entry for each of --seeds seeds, trained once a session (`done` keeps them) and measured: its
+    held-out bound (or exact NLL), its validation ELBO along training, and samples at S = T (and S = T/4 for the
+    departures' table)."""
+    if name not in done:
+        label, flags = PRIORS[name]
+        done[name] = []
         for seed in range(args.seeds):
-            ckpt = train_prior(out / f"{model}_{seed}", codes, steps, seed, "--model", model)
-            likelihood = run("evaluate.py", "--ckpt", ckpt, "--codes", codes, "--json")
-            found["bits"].append(likelihood.get("nll_bits_per_token", likelihood.get("elbo_bits_per_token")))
-            scores = judged(ckpt, ckpt.parent / "fake", args.n_samples, *(OLD_SAMPLER if model == "absorbing" else []))
-            for key in ("fid", "precision", "recall"):
-                found[key].append(scores[key])
-            found["valid"].append(scores["shape_valid"])
-        what = "exact NLL" if model == "autoregressive" else "ELBO (bound)"
-        rows.append(f"| {model} | {what} {spread(found['bits'])} | {spread(found['valid'], '{:.1%}')} | "
-                    f"{spread(found['fid'], '{:.2f}')} | {spread(found['precision'], '{:.2f}')} | "
-                    f"{spread(found['recall'], '{:.2f}')} |")
-    table("Tab. 4", ["prior", "bits per token", "valid", "FID", "precision", "recall"], rows)
+            argv = ["--class-dropout", 1, "--max-steps", args.prior_steps, "--sample-every", 0, *flags, "--seed", seed,
+                    *args.small]
+            path, r = trained("absorbing.py", out / f"uncond_{name}_s{seed}", argv, codes, name=name, label=label,
+                              seed=seed)
+            bits = run("evaluate.py", "--ckpt", path, "--codes", codes, "--json")
+            r["bits"] = bits.get("nll_bits_per_token", bits.get("elbo_bits_per_token"))
+            log = [json.loads(line) for line in (path.parent / "absorbing_log.jsonl").read_text().splitlines()]
+            r["val_elbo"] = {str(e["step"]): e["val_elbo"] for e in log if "val_elbo" in e}
+            T = C.load_checkpoint(path, "absorbing")["diffusion_steps"]
+            steps = (T, T // 4) if name in DEPARTURES else (T,)  # (autoregressive: one code a call, it cannot skip)
+            r["samples"] = {str(S): judged(path, path.parent / f"fake_{S}", args.n_samples, "--sample-steps", S)
+                            for S in steps}
+            r["T"] = T
+            done[name].append(r)
+    return done[name]
 
 
-def fig5(args, out, codes, steps):
-    curves, valid = {}, {}
-    for loss, name in (("reweighted_elbo", "absorbing"), ("elbo", "elbo")):
-        for seed in range(args.seeds):
-            ckpt = train_prior(out / f"{name}_{seed}", codes, steps, seed, "--loss", loss)
-            log = [json.loads(line) for line in (ckpt.parent / "absorbing_log.jsonl").read_text().splitlines()]
-            for entry in log:
-                if "val_elbo" in entry:
-                    curves.setdefault((loss, entry["step"]), []).append(entry["val_elbo"])
-            scores = judged(ckpt, ckpt.parent / "fake", args.n_samples, *OLD_SAMPLER)
-            valid.setdefault(loss, []).append(scores["shape_valid"])
-    rows = [f"| {step} | {spread(curves[('reweighted_elbo', step)])} | {spread(curves[('elbo', step)])} |"
-            for step in sorted({step for _, step in curves})]
-    rows.append(f"| valid samples | {spread(valid['reweighted_elbo'], '{:.1%}')} | {spread(valid['elbo'], '{:.1%}')} |")
-    table("Fig. 5", ["step", "validation ELBO, reweighted ELBO (Eq. 7)", "validation ELBO, ELBO (Eq. 6)"], rows)
+def prior_claim(args, out, codes, claim, names, done):
+    runs = [r for name in names for r in unconditional(args, out, codes, name, done)]
+    write_results(out, claim, results(args, f"python reproduce.py --claims {claim} --prior-steps {args.prior_steps}",
+                                      runs, prior_steps=args.prior_steps), args.quick)
 
 
-def tab3(args, out, prior):
-    rows = [sample_row(S, judged(prior, out / f"steps_{S}", args.n_samples, "--sample-steps", S, *OLD_SAMPLER))
-            for S in args.steps]
-    table("Tab. 3", ["S", "valid", "FID", "precision", "recall"], rows)
-
-
-def sec43(args, out, prior):
-    rows = [sample_row(tau, judged(prior, out / f"temperature_{tau}", args.n_samples, "--temperature", tau,
-                                   *OLD_SAMPLER))
-            for tau in args.temperatures]
-    table("Sec. 4.3", ["temperature", "valid", "FID", "precision", "recall"], rows)
+def sampling_claim(args, out, prior, claim, rows):
+    """Samples of the quick-start prior (OUT/absorbing.pt) under each row's sample.py flags: (key, flags, crops, n):
+    n samples judged whole, or by their windows every `crops` pixels, against --n-samples real images."""
+    about = C.load_checkpoint(prior, "absorbing")
+    r = dict(name="prior", label="the quick-start prior", seed=about["args"]["seed"], script="absorbing.py",
+             flags=[], settings=about["args"], T=about["diffusion_steps"], samples={})
+    for key, flags, crops, n in rows:
+        r["samples"][key] = judged(prior, out / f"{claim}_{key}", n, *flags, crop_stride=crops, n_real=args.n_samples)
+    write_results(out, claim, results(args, f"python reproduce.py --claims {claim}", [r]), args.quick)
 
 
 def tab5(args, out):
-    rows = []
+    runs = []
     tiny = ["--n-shapes", 64, "--max-steps", 3, "--batch-size", 8, "--disc-start", 1] if args.quick else []
-    for name, folder, flags in TAB5:
-        found = {"reconstruction_fid": [], "psnr": [], "shape_valid": []}
+    for name, label, flags in TAB5:
         for seed in range(args.vqgan_seeds):
-            run_dir = out / f"tab5_{folder}_{seed}"
-            if not (run_dir / "vqgan.pt").is_file():  # GroupNorm, as when the table was measured
-                run("vqgan.py", "--out-dir", run_dir, "--seed", seed, "--norm", "group", *tiny, *flags)
-            scores = run("evaluate.py", "--vqgan", run_dir / "vqgan.pt", "--real", "shapes", "--features", "random",
-                         "--num", args.n_samples, "--json")
-            for key in found:
-                found[key].append(scores[key])
-        rows.append(f"| {name} | {spread(found['reconstruction_fid'])} | {spread(found['psnr'], '{:.2f}')} | "
-                    f"{spread(found['shape_valid'], '{:.1%}')} |")
-    table("Tab. 5", ["VQGAN", "reconstruction FID", "PSNR (dB)", "valid reconstructions"], rows)
+            path, r = trained("vqgan.py", out / f"tab5_{name}_s{seed}", [*flags, "--seed", seed, *tiny], name=name,
+                              label=label, seed=seed)
+            s = run("evaluate.py", "--vqgan", path, "--real", "shapes", "--features", "random", "--num",
+                    args.n_samples, "--json")
+            r.update({key: s[key] for key in ("reconstruction_fid", "psnr", "codebook_perplexity", "code_bits",
+                                                   "code_agreement")},
+                     valid=s["shape_valid"], invalid=s["shape_invalid"])
+            runs.append(r)
+    write_results(out, "tab5", results(args, "python reproduce.py --claims tab5", runs), args.quick)
 
 
-def fig4(args, out, prior):
-    size = [16, 16] if not args.quick else [10, 10]
-    rows = []
-    for tau in (1.0, 0.7):
-        flags = ["--latent-size", *size, "--temperature", tau, *OLD_SAMPLER]
-        n = max(2, args.n_samples // 16)
-        s = judged(prior, out / f"large_{tau}", n, *flags, crop_stride=4, n_real=args.n_samples)
-        rows.append(f"| {tau} | {s['shape_judged']} crops of {n} samples | {s['shape_valid']:.1%} | "
-                    f"{json.dumps(s['shape_invalid'])} |")
-    table("Fig. 4", ["temperature", "windows judged", "valid windows", "why the others are not"], rows)
-
-
-# The three kinds of prior on the same codes with the same Transformer and training budget (the defaults), seeds 0..:
-# name, label, flags of absorbing.py
-KINDS = [("abs", "absorbing", []), ("mr", "mask-and-replace, M = 0.9", ["--model", "mask-replace"]),
-         ("mo", "mask only, M = 1 (t input, VQ-Diffusion's loss)", ["--model", "mask-replace", "--mask-share", 1])]
-
-
-def sampled(scores):  # the numbers a results file keeps of one judged sample set
-    printed = scores["printed"]
-    per_image = [float(v) for v in re.findall(r"\(([\d.]+) s per image\)", printed)]
-    revised = re.search(r"; ([\d.]+)% of the codes were changed", printed)
-    return dict(valid=scores["shape_valid"], kinds=scores["shape_kinds"], fid=scores["fid"],
-                seconds_per_image=statistics.mean(per_image), revised=float(revised.group(1)) / 100)
-
-
-def mask_replace(args, out, codes, small):
+def mask_replace(args, out, codes):
     """VQ-Diffusion's claim (mask-and-replace beats mask only) and the paper's choice (absorbing): each kind trained
     with the defaults on OUT/codes.npy for --seeds seeds, its held-out bound, and --n-samples samples judged at S = T,
-    T/4 and T/10 (and the official strided shortcut at T/4 and T/10 for mask-and-replace). Writes
-    results/mask_replace.json."""
+    T/4 and T/10 (and the official strided shortcut at T/4 and T/10 for mask-and-replace)."""
     runs = []
     for name, label, flags in KINDS:
         for seed in range(args.seeds):
-            run_dir = out / f"{name}_s{seed}"
-            argv = [*flags, "--seed", seed, "--sample-every", 0, *small, *(["--max-steps", 3] if args.quick else [])]
-            if not (run_dir / "absorbing.pt").is_file():
-                run("absorbing.py", "--codes", codes, "--out-dir", run_dir, *argv)
-            ckpt = C.load_checkpoint(run_dir / "absorbing.pt", "absorbing")
-            T = ckpt["diffusion_steps"]
-            bound = run("evaluate.py", "--ckpt", run_dir / "absorbing.pt", "--codes", codes, "--json")
+            argv = [*flags, "--seed", seed, "--sample-every", 0, *args.small, *(["--max-steps", 3] * args.quick)]
+            path, r = trained("absorbing.py", out / f"{name}_s{seed}", argv, codes, name=name, label=label, seed=seed)
+            T = C.load_checkpoint(path, "absorbing")["diffusion_steps"]
+            bound = run("evaluate.py", "--ckpt", path, "--codes", codes, "--json")
             samples = {}
             for S, posterior in [(T, "exact"), (T // 4, "exact"), (round(T / 10), "exact")] + \
                     ([(T // 4, "shortcut"), (round(T / 10), "shortcut")] if name == "mr" else []):
                 extra = ["--posterior", posterior] if posterior != "exact" else []
-                scores = judged(run_dir / "absorbing.pt", run_dir / f"fake_{S}_{posterior}", args.n_samples,
-                                "--sample-steps", S, *extra)
-                samples[f"{S} {posterior}"] = sampled(scores)
-            bits = bound.get("vlb_bits_per_token", bound.get("elbo_bits_per_token"))
-            runs.append(dict(name=name, label=label, seed=seed, flags=[str(v) for v in argv], settings=ckpt["args"],
-                             T=T, bound=bits, samples=samples))
-    write_results(out, "mask_replace", dict(command="python reproduce.py --claims mask_replace", cpu=cpu_description(),
-                                            n_samples=args.n_samples, runs=runs), args.quick)
+                samples[f"{S} {posterior}"] = judged(path, path.parent / f"fake_{S}_{posterior}", args.n_samples,
+                                                     "--sample-steps", S, *extra)
+            r.update(T=T, bound=bound.get("vlb_bits_per_token", bound.get("elbo_bits_per_token")), samples=samples)
+            runs.append(r)
+    write_results(out, "mask_replace", results(args, "python reproduce.py --claims mask_replace", runs), args.quick)
 
 # -----------------------------------------------------------------------------
-# Results files: each claim that keeps its numbers writes results/NAME.json (every run's full settings and what it
-# measured); the tables in the documents are rendered from them, between markers, so that a number cannot be
-# edited by hand or outlive the run that made it (tests/test_reproduce.py re-renders them).
+# Results files: each claim writes results/NAME.json (every run's full settings and what it measured); the tables
+# in the documents are rendered from them, between markers, so that a number cannot be edited by hand or outlive
+# the run that made it (tests/test_reproduce.py re-renders them).
+
+
+def cell(values, fmt="{:.3f}"):
+    """'mean +- sd' of a list of numbers over seeds, or the one number."""
+    sd = f" +- {fmt.format(statistics.stdev(values))}" if len(values) > 1 else ""
+    return fmt.format(statistics.mean(values)) + sd
+
+
+def seeds_of(runs):
+    return ", ".join(str(seed) for seed in sorted({r["seed"] for r in runs}))
+
+
+def pct(share):
+    return f"{share:.1%}"
+
+
+def render_quickstart(res):
+    """The README's quick-start bullets and tables: time, valid reconstructions and samples, and time to quality."""
+    vq, priors, T, sec = res["runs"][0], res["runs"][1:], res["T"], res["seconds"]
+    rec = vq["reconstructions"]
+    per_seed = {S: " / ".join(pct(r["samples"][S]["valid"]) for r in priors) for S in (str(T), str(T // 4))}
+    which = f" (prior seeds {' / '.join(str(r['seed']) for r in priors)})" if len(priors) > 1 else ""
+    text = (f"- **Takes** {sum(sec.values()) / 60:.1f} minutes on {res['cpu']}: VQGAN {sec['VQGAN'] / 60:.1f}, prior "
+            f"{sec['prior'] / 60:.1f}, 64 samples {sec['64 samples']:.0f} s.\n"
+            f"- **Expect** {per_seed[str(T)]}{which} of the samples to be valid with one network call per code (S = T "
+            f"= {T} calls), {per_seed[str(T // 4)]} with S = T/4 = {T // 4} calls, and {pct(rec['valid'])} of the "
+            "VQGAN's reconstructions of held-out images.\n\n")
+    kinds, broken = " / ".join(rec["kinds"]), " / ".join(rec["invalid"])
+    rows = [f"| reconstructions of held-out images | {pct(rec['valid'])} | "
+            f"{' / '.join(map(str, rec['kinds'].values()))} | {' / '.join(map(str, rec['invalid'].values()))} |"]
+    for r in priors:
+        for S, s in r["samples"].items():
+            rows.append(f"| samples, S = {S}, prior seed {r['seed']} | {pct(s['valid'])} | "
+                        f"{' / '.join(map(str, s['kinds'].values()))} | "
+                        f"{' / '.join(map(str, s['invalid'].values()))} |")
+    text += (f"| images ({res['n_samples']} judged each) | valid | {kinds} (valid ones) | broken first: {broken} |\n"
+             "|---|---|---|---|\n" + "\n".join(rows) + "\n\n")
+    curve = priors[0]["curve"]
+    minutes = [(sec["VQGAN"] + sec["prior"] * c["step"] / res["total_steps"]) / 60 for c in curve]
+    text += (f"| prior step ({res['curve_samples']} samples at S = {T} from a copy) | "
+             + " | ".join(str(c["step"]) for c in curve) + " |\n|---|" + "---|" * len(curve) + "\n"
+             "| minutes from the start | " + " | ".join(f"{m:.1f}" for m in minutes) + " |\n"
+             "| valid samples | " + " | ".join(pct(c["valid"]) for c in curve) + " |")
+    return text
+
+
+def by_name(res, names):
+    return [(name, [r for r in res["runs"] if r["name"] == name]) for name in names]
+
+
+def render_tab4(res):
+    rows = []
+    for name, runs in by_name(res, TAB4):
+        T = runs[0]["T"]
+        what = "NLL (exact)" if name == "autoregressive" else "ELBO (a bound)"
+        s = [r["samples"][str(T)] for r in runs]
+        rows.append(f"| {runs[0]['label']} | {what} {cell([r['bits'] for r in runs])} | "
+                    f"{cell([x['valid'] for x in s], '{:.1%}')} | {cell([x['fid'] for x in s], '{:.2f}')} | "
+                    f"{cell([x['precision'] for x in s], '{:.2f}')} / {cell([x['recall'] for x in s], '{:.2f}')} | "
+                    f"{T} |")
+    return (f"{res['prior_steps']} training steps each, seeds {seeds_of(res['runs'])}, {res['n_samples']} samples at "
+            f"S = T; mean +- sd over the seeds ({res['cpu']}).\n\n"
+            "| prior | held-out bits per token | valid samples | FID | precision / recall | network calls |\n"
+            "|---|---|---|---|---|---|\n" + "\n".join(rows))
+
+
+def render_fig5(res):
+    (_, ours), (_, elbo) = by_name(res, FIG5)
+    steps = sorted({int(k) for r in ours for k in r["val_elbo"]})
+    rows = [f"| {step} | {cell([r['val_elbo'][str(step)] for r in ours])} | "
+            f"{cell([r['val_elbo'][str(step)] for r in elbo])} |" for step in steps]
+    T = ours[0]["T"]
+    rows.append(f"| valid samples, S = T | {cell([r['samples'][str(T)]['valid'] for r in ours], '{:.1%}')} | "
+                f"{cell([r['samples'][str(T)]['valid'] for r in elbo], '{:.1%}')} |")
+    return (f"{res['prior_steps']} training steps each, seeds {seeds_of(res['runs'])}; the validation ELBO of the EMA "
+            f"weights (bits per token) and {res['n_samples']} samples; mean +- sd over the seeds.\n\n"
+            "| step | trained on the reweighted ELBO (Eq. 7, the default) | trained on the ELBO (Eq. 6) |\n"
+            "|---|---|---|\n" + "\n".join(rows))
+
+
+def render_departures(res):
+    rows = []
+    for name, runs in by_name(res, DEPARTURES):
+        T = runs[0]["T"]
+        flags = " ".join(map(str, PRIORS[name][1])) or "(none)"
+        rows.append(f"| {runs[0]['label']} | `{flags}` | {cell([r['bits'] for r in runs])} | "
+                    f"{cell([r['samples'][str(T)]['valid'] for r in runs], '{:.1%}')} | "
+                    f"{cell([r['samples'][str(T // 4)]['valid'] for r in runs], '{:.1%}')} |")
+    return (f"{res['prior_steps']} training steps each, unconditional, seeds {seeds_of(res['runs'])}, "
+            f"{res['n_samples']} samples a cell; mean +- sd over the seeds.\n\n"
+            "| prior | flags | held-out ELBO, bits per token | valid at S = T | valid at S = T/4 |\n"
+            "|---|---|---|---|---|\n" + "\n".join(rows))
+
+
+def sample_cells(s):
+    return f"{pct(s['valid'])} | {s['fid']:.2f} | {s['precision']:.2f} | {s['recall']:.2f}"
+
+
+def render_tab3(res):
+    r = res["runs"][0]
+    names = {"default": "default (exact counts, cosine grid)", "paper": "the paper's (`" + " ".join(PAPER_SAMPLER)
+             + "`)", "confidence": "MaskGIT's (`--sampler confidence`)"}
+    rows = [f"| {key.split()[0]} | {names[key.split()[1]]} | {sample_cells(s)} | {s['invalid']['count']} |"
+            for key, s in r["samples"].items()]
+    return (f"The quick-start prior (seed {r['seed']}), {res['n_samples']} samples a row.\n\n"
+            "| S | sampler | valid | FID | precision | recall | not 1-3 shapes |\n"
+            "|---|---|---|---|---|---|---|\n" + "\n".join(rows))
+
+
+def render_guidance(res):
+    r = res["runs"][0]
+    rows = []
+    for w in sorted({key.split()[0] for key in r["samples"]}, key=float):
+        sets = {key.split()[1]: s for key, s in r["samples"].items() if key.split()[0] == w}
+        n = sum(s["judged"] for s in sets.values())
+        valid = sum(sum(s["kinds"].values()) for s in sets.values())
+        asked = sum(s["kinds"][kind] for kind, s in sets.items())
+        rows.append(f"| {w} | {pct(valid / n)} | {pct(asked / max(valid, 1))} | "
+                    + " | ".join(pct(s["valid"]) for s in sets.values()) + " |")
+    kinds = " | ".join(f"valid, `--class {kind}`" for kind in sets)
+    return (f"The quick-start prior (seed {r['seed']}), S = T, {next(iter(sets.values()))['judged']} samples of each "
+            "class at each weight.\n\n"
+            f"| guidance W | valid | of the valid, the asked kind | {kinds} |\n|---|---|---|" + "---|" * len(sets)
+            + "\n" + "\n".join(rows))
+
+
+def render_sec43(res):
+    r = res["runs"][0]
+    rows = [f"| {tau} | {sample_cells(s)} | {' / '.join(map(str, s['kinds'].values()))} | {s['invalid']['count']} |"
+            for tau, s in r["samples"].items()]
+    kinds = " / ".join(next(iter(r["samples"].values()))["kinds"])
+    return (f"The quick-start prior (seed {r['seed']}), S = T, {res['n_samples']} samples a row.\n\n"
+            f"| temperature | valid | FID | precision | recall | {kinds} (valid) | not 1-3 shapes |\n"
+            "|---|---|---|---|---|---|---|\n" + "\n".join(rows))
+
+
+def render_fig4(res):
+    r = res["runs"][0]
+    rows = []
+    for key, s in r["samples"].items():
+        tau, decoding = key.split()
+        how = "in training-size windows (default)" if decoding == "windows" else "whole (`--decode whole`)"
+        rows.append(f"| {tau} | {how} | {pct(s['valid'])} of {s['judged']} | "
+                    f"{' / '.join(map(str, s['invalid'].values()))} |")
+    reasons = " / ".join(next(iter(r["samples"].values()))["invalid"])
+    return (f"The quick-start prior (seed {r['seed']}), 16x16 codes from its 8x8 windows; every 32x32-pixel window on "
+            "the 4-pixel code grid judged.\n\n"
+            f"| temperature | decoding | valid windows | why the others are not ({reasons}) |\n|---|---|---|---|\n"
+            + "\n".join(rows))
+
+
+def render_tab5(res):
+    rows = []
+    for name, label, flags in TAB5:
+        runs = [r for r in res["runs"] if r["name"] == name]
+        broken = " / ".join(str(sum(r["invalid"][k] for r in runs)) for k in runs[0]["invalid"])
+        rows.append(f"| {label} | `{' '.join(flags) or '(none)'}` | {cell([r['reconstruction_fid'] for r in runs])} | "
+                    f"{cell([r['psnr'] for r in runs], '{:.2f}')} | {cell([r['valid'] for r in runs], '{:.1%}')} | "
+                    f"{cell([r['codebook_perplexity'] for r in runs], '{:.1f}')} | "
+                    f"{cell([r['code_bits'] for r in runs], '{:.2f}')} | {broken} |")
+    reasons = " / ".join(res["runs"][0]["invalid"])
+    return (f"Seeds {seeds_of(res['runs'])}, {res['n_samples']} held-out images reconstructed; mean +- sd over the "
+            "seeds.\n\n| VQGAN | flags | reconstruction FID | PSNR, dB | valid reconstructions | codebook perplexity | "
+            f"bits of code given the patch | broken first, all seeds ({reasons}) |\n"
+            "|---|---|---|---|---|---|---|---|\n" + "\n".join(rows))
 
 
 def render_mask_replace(res):
     """The tables of results/mask_replace.json: each kind's mean +- sd over its seeds."""
-    def cell(runs, value, fmt):
-        values = [value(r) for r in runs]
-        sd = f" +- {fmt.format(statistics.stdev(values))}" if len(values) > 1 else ""
-        return fmt.format(statistics.mean(values)) + sd
+    def over(runs, value, fmt):
+        return cell([value(r) for r in runs], fmt)
 
     rows, jumps = [], []
     for name, label, _ in KINDS:
         runs = [r for r in res["runs"] if r["name"] == name]
         T = runs[0]["T"]
         S = (T, T // 4, round(T / 10))
-        cells = [f"{T}; {', '.join(map(str, S))}", cell(runs, lambda r: r["bound"], "{:.3f}")]
-        cells += [cell(runs, lambda r, s=s: r["samples"][f"{s} exact"]["valid"], "{:.1%}") for s in S]
-        cells += [cell(runs, lambda r: r["samples"][f"{T} exact"]["revised"], "{:.1%}"),
-                  cell(runs, lambda r: 1000 * r["samples"][f"{S[1]} exact"]["seconds_per_image"] / S[1], "{:.2f}")]
+        cells = [f"{T}; {', '.join(map(str, S))}", over(runs, lambda r: r["bound"], "{:.3f}")]
+        cells += [over(runs, lambda r, s=s: r["samples"][f"{s} exact"]["valid"], "{:.1%}") for s in S]
+        cells += [over(runs, lambda r: r["samples"][f"{T} exact"]["revised"], "{:.1%}"),
+                  over(runs, lambda r: 1000 * r["samples"][f"{S[1]} exact"]["seconds_per_image"] / S[1], "{:.2f}")]
         rows.append(f"| {label} | " + " | ".join(cells) + " |")
         if name == "mr":
             head = f"| jump | valid at S = {S[1]} | S = {S[2]} |\n|---|---|---|\n"
             for jump in ("exact", "shortcut"):
-                valid = [cell(runs, lambda r, s=s: r["samples"][f"{s} {jump}"]["valid"], "{:.1%}") for s in S[1:]]
+                valid = [over(runs, lambda r, s=s: r["samples"][f"{s} {jump}"]["valid"], "{:.1%}") for s in S[1:]]
                 jumps.append(f"| {jump} | " + " | ".join(valid) + " |")
     seeds = ", ".join(str(seed) for seed in sorted({r["seed"] for r in res["runs"]}))
     return (f"{res['n_samples']} samples judged a cell, mean +- sd over seeds {seeds} ({res['cpu']}).\n\n"
@@ -290,7 +431,12 @@ def render_mask_replace(res):
             "official code's shortcut.\n\n" + head + "\n".join(jumps))
 
 
-TABLES = {"mask_replace": ("REPRODUCTION.md", render_mask_replace)}  # results file -> (document, its renderer)
+TABLES = {"quickstart": ("README.md", render_quickstart), "tab4": ("REPRODUCTION.md", render_tab4),
+          "fig5": ("REPRODUCTION.md", render_fig5), "departures": ("REPRODUCTION.md", render_departures),
+          "tab3": ("REPRODUCTION.md", render_tab3), "sec4.3": ("REPRODUCTION.md", render_sec43),
+          "guidance": ("REPRODUCTION.md", render_guidance),
+          "fig4": ("REPRODUCTION.md", render_fig4), "tab5": ("REPRODUCTION.md", render_tab5),
+          "mask_replace": ("REPRODUCTION.md", render_mask_replace)}  # results file -> (document, its renderer)
 REPO = Path(__file__).resolve().parent
 
 
@@ -328,49 +474,56 @@ def main(args):
         return
     out = Path(args.out_dir)
     codes = out / "codes.npy"
-    small = ["--n-layer", "1", "--n-embd", "32", "--n-head", "2"] if args.quick else []
-    if args.quick:  # a tiny tokenizer of its own
-        run("vqgan.py", "--out-dir", out, "--n-shapes", 64, "--max-steps", 3, "--batch-size", 8)
-    elif not codes.is_file() and set(args.claims) - {"quickstart"}:
-        raise SystemExit(f"error: {codes} does not exist; run python vqgan.py first (the quick-start tokenizer)")
+    args.small = ["--n-layer", "1", "--n-embd", "32", "--n-head", "2"] if args.quick else []
     if "quickstart" in args.claims:
-        quickstart(args, out, small)
-    # the priors of the tables as they were measured: 2000 AdamW steps from random position embeddings, the paper's
-    # blocks, a peak rate of 1e-3; the current defaults (2500 Muon steps, --pos-init sincos, --conv 3, --lr 4e-3)
-    # have not been run through them
-    steps = ["--max-steps", 3 if args.quick else 2000, "--pos-init", "random", "--conv", 0, "--lr", 1e-3,
-             "--optimizer", "adamw", "--sample-every", 0, *small]
-    if "tab4" in args.claims:
-        tab4(args, out, codes, steps)
-    if "fig5" in args.claims:
-        fig5(args, out, codes, steps)
+        quickstart(args, out, args.small)
+    elif args.quick:  # a tiny tokenizer of its own
+        run("vqgan.py", "--out-dir", out, "--n-shapes", 64, "--max-steps", 3, "--batch-size", 8)
+    if not codes.is_file():
+        raise SystemExit(f"error: {codes} does not exist; run python vqgan.py first (the quick-start tokenizer)")
+    done = {}
+    for claim, names in (("tab4", TAB4), ("fig5", FIG5), ("departures", DEPARTURES)):
+        if claim in args.claims:
+            prior_claim(args, out, codes, claim, names, done)
     prior = out / "absorbing.pt"  # the quick-start prior (class-conditional), trained if absent
-    if {"tab3", "sec4.3", "fig4"} & set(args.claims) and (args.quick or not prior.is_file()):
-        run("absorbing.py", "--codes", codes, "--out-dir", out, *steps)
+    if {"tab3", "sec4.3", "guidance", "fig4"} & set(args.claims) and not prior.is_file():
+        run("absorbing.py", "--codes", codes, "--out-dir", out, *args.small, *(["--max-steps", 3] * args.quick))
+    n = args.n_samples
     if "tab3" in args.claims:
-        tab3(args, out, prior)
+        sampling_claim(args, out, prior, "tab3", [(f"{S} {name}", ["--sample-steps", S, *flags], None, n)
+                                                  for S in args.steps for name, flags in SAMPLERS])
     if "sec4.3" in args.claims:
-        sec43(args, out, prior)
-    if "fig4" in args.claims:
-        fig4(args, out, prior)
+        sampling_claim(args, out, prior, "sec4.3", [(str(tau), ["--temperature", tau], None, n)
+                                                    for tau in args.temperatures])
+    if "guidance" in args.claims:  # a fifth of --n-samples for each class and weight (6 at least, for PRDC)
+        sampling_claim(args, out, prior, "guidance", [(f"{w} {kind}", ["--class", kind, "--guidance", w], None,
+                                                       max(6, n // 5)) for w in (1, 2, 4) for kind in SHAPE_KINDS])
+    if "fig4" in args.claims:  # a larger sample holds many windows
+        size = [16, 16] if not args.quick else [10, 10]
+        sampling_claim(args, out, prior, "fig4", [(f"{tau} {decode}", ["--latent-size", *size, "--temperature", tau,
+                                                                        "--decode", decode], 4, max(2, n // 16))
+                                                  for tau in (1.0, 0.7) for decode in ("windows", "whole")])
     if "tab5" in args.claims:
         tab5(args, out)
     if "mask_replace" in args.claims:
-        mask_replace(args, out, codes, small)
+        mask_replace(args, out, codes)
 
 
 def get_args(argv=None):
-    p = argparse.ArgumentParser(description="Regenerate REPRODUCTION.md's tables",
+    p = argparse.ArgumentParser(description="Regenerate the measured tables of README.md and REPRODUCTION.md",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out-dir", default="out", help="where the tokenizer is and the runs go")
     p.add_argument("--quick", action="store_true", help="tiny settings (a pipeline check; the numbers mean nothing)")
-    p.add_argument("--claims", nargs="+", choices=CLAIMS, default=list(CLAIMS), help="which sections to run")
-    p.add_argument("--seeds", type=int, default=None, help="training seeds per prior (default 3; --quick 1)")
-    p.add_argument("--vqgan-seeds", type=int, default=None, help="seeds per Tab. 5 VQGAN (default 2; --quick 1)")
+    p.add_argument("--claims", nargs="+", choices=CLAIMS, default=[c for c in CLAIMS if c != "quickstart"],
+                   help="which sections to run (the quickstart claim needs a new --out-dir)")
+    p.add_argument("--seeds", type=int, default=None, help="training seeds per prior (default 2; --quick 1)")
+    p.add_argument("--prior-steps", type=int, default=None,
+                   help="training steps of the priors of tab4, fig5 and departures (default 1000; --quick 3)")
+    p.add_argument("--vqgan-seeds", type=int, default=None, help="seeds per Tab. 5 VQGAN (default 1)")
     p.add_argument("--n-samples", type=int, default=None, help="samples per row (default 500; --quick 16)")
     p.add_argument("--steps", type=int, nargs="+", default=None, help="S of Tab. 3 (default 64 32 16 8; --quick 64 16)")
     p.add_argument("--curve-every", type=int, default=None,
-                   help="quickstart: steps between the prior's judged copies (default 1000; --quick 1)")
+                   help="quickstart: steps between the prior's judged copies (default 500; --quick 1)")
     p.add_argument("--curve-samples", type=int, default=None,
                    help="quickstart: samples judged at each copy (default 200; --quick 8)")
     p.add_argument("--temperatures", type=float, nargs="+", default=None,
@@ -378,15 +531,17 @@ def get_args(argv=None):
     p.add_argument("--render", action="store_true",
                    help="run nothing: re-render the documents' tables from the results files in results/")
     args = p.parse_args(argv)
-    quick = dict(seeds=1, vqgan_seeds=1, n_samples=16, steps=[64, 16], temperatures=[1.0, 0.7], curve_every=1,
-                 curve_samples=8)
-    full = dict(seeds=3, vqgan_seeds=2, n_samples=500, steps=[64, 32, 16, 8], temperatures=[1.0, 0.9, 0.8, 0.7],
-                curve_every=1000, curve_samples=200)
+    quick = dict(seeds=1, prior_steps=3, vqgan_seeds=1, n_samples=16, steps=[64, 16], temperatures=[1.0, 0.7],
+                 curve_every=1, curve_samples=8)
+    full = dict(seeds=2, prior_steps=1000, vqgan_seeds=1, n_samples=500, steps=[64, 32, 16, 8],
+                temperatures=[1.0, 0.9, 0.8, 0.7], curve_every=500, curve_samples=200)
     for k, v in (quick if args.quick else full).items():
         if getattr(args, k) is None:
             setattr(args, k, v)
-    if args.seeds < 1 or args.vqgan_seeds < 1 or args.n_samples < 2 or args.curve_every < 1 or args.curve_samples < 2:
-        p.error("--seeds, --vqgan-seeds and --curve-every must be >= 1, --n-samples and --curve-samples >= 2")
+    if min(args.seeds, args.vqgan_seeds, args.curve_every, args.prior_steps) < 1 or min(args.n_samples,
+                                                                                          args.curve_samples) < 2:
+        p.error("--seeds, --vqgan-seeds, --prior-steps and --curve-every must be >= 1, --n-samples and "
+                "--curve-samples >= 2")
     return args
 
 

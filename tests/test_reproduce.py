@@ -26,47 +26,59 @@ def in_process(*argv):
     return json.loads(printed.getvalue()) if "--json" in flags else printed.getvalue()
 
 
-def test_quick_mode_runs_every_comparison_and_prints_what_the_runs_measured(tmp_path, monkeypatch, capsys):
+def test_quick_mode_runs_every_comparison_and_its_results_files_hold_what_the_runs_measured(tmp_path, monkeypatch,
+                                                                                             capsys):
     monkeypatch.setattr(reproduce, "run", in_process)
-    reproduce.main(reproduce.get_args(["--quick", "--out-dir", str(tmp_path)]))
+    reproduce.main(reproduce.get_args(["--quick", "--out-dir", str(tmp_path), "--claims", *reproduce.CLAIMS]))
     out = capsys.readouterr().out
-    for row in ("reconstructions of held-out images", "samples, S = 64", "samples, S = 16", "the quick start's time"):
-        assert f"| {row} | " in out  # the quick start
-    assert (tmp_path / "samples.png").is_file()
-    curve = out.split("Time to quality")[1].split("\n\n")[1].splitlines()[2:]  # the rows of the time-to-quality table
-    assert [row.split(" | ")[0] for row in curve] == ["| 1", "| 2", "| 3"]  # a judged copy of every step (--quick)
-    minutes = [float(row.split(" | ")[1]) for row in curve]
-    assert minutes == sorted(minutes) and "threads" in out.split("Time to quality")[1].splitlines()[0]
-    images = np.stack([np.asarray(Image.open(f)) for f in sorted((tmp_path / "curve_3").glob("*.png"))])
-    assert curve[2].endswith(f" | {shapes.judge_shapes(images)['shape_valid']:.1%} |")  # what its 8 samples scored
+    res = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "results").glob("*.json")}  # not the repo's
+    assert set(res) == set(reproduce.CLAIMS) == set(reproduce.TABLES)
+    for name, r in res.items():
+        assert reproduce.TABLES[name][1](r) in out and "threads" in r["cpu"]  # each table, printed as rendered
+    qs = res["quickstart"]
+    assert [r["name"] for r in qs["runs"]] == ["vqgan", "prior"] and list(qs["seconds"]) == ["VQGAN", "prior",
+                                                                                               "64 samples"]
+    assert (tmp_path / "samples.png").is_file() and qs["runs"][0]["settings"]["max_steps"] == 3
+    curve = qs["runs"][1]["curve"]
+    assert [c["step"] for c in curve] == [1, 2, 3]  # a judged copy of every step (--quick)
+    images = np.stack([np.asarray(Image.open(f)) for f in sorted((tmp_path / "curve_absorbing_000003").glob("*.png"))])
+    assert len(images) == 8 and curve[2]["valid"] == shapes.judge_shapes(images)["shape_valid"]
+    minutes = reproduce.render_quickstart(qs).split("| minutes from the start | ")[1].split(" |\n")[0].split(" | ")
+    assert [float(m) for m in minutes] == sorted(map(float, minutes))
     codes = tmp_path / "codes.npy"
-    for model, what in (("absorbing", "ELBO (bound)"), ("autoregressive", "exact NLL")):  # Tab. 4: the runs' numbers
-        ckpt = tmp_path / f"{model}_0" / "absorbing.pt"
-        stats = evaluate.likelihood(ckpt, codes, 8, "cpu")[0]
-        bits = stats["nll_bits_per_token" if model == "autoregressive" else "elbo_bits_per_token"]
-        assert f"| {model} | {what} {bits:.3f} | " in out
+    for r in res["tab4"]["runs"]:  # Tab. 4: the likelihood evaluate.py gives each checkpoint, unconditional
+        ckpt = tmp_path / f"uncond_{r['name']}_s0" / "absorbing.pt"
+        stats = evaluate.likelihood(ckpt, codes, 8, "cpu", bf16=C.bf16_is_fast(torch.device("cpu")))[0]
+        assert r["bits"] == pytest.approx(stats["nll_bits_per_token" if r["name"] == "autoregressive" else
+                                                "elbo_bits_per_token"])
         ckpt = C.load_checkpoint(ckpt, "absorbing")
-        assert ckpt["config"]["model"] == model and ckpt["config"]["n_classes"] == 0
-        assert len(list((tmp_path / f"{model}_0" / "fake").glob("*.png"))) == 16
-    assert "| 64 |" in out and "| 16 |" in out and "| 0.7 |" in out  # Tab. 3 and Sec. 4.3 rows
-    val = [r["val_elbo"] for r in map(json.loads, open(tmp_path / "elbo_0" / "absorbing_log.jsonl")) if "val_elbo" in r]
-    assert "| 3 | " in out and f" | {val[-1]:.3f} |\n" in out  # Fig. 5: the ELBO run's validation ELBO at step 3
-    assert C.load_checkpoint(tmp_path / "elbo_0" / "absorbing.pt", "absorbing")["args"]["loss"] == "elbo"
-    for name, folder, _ in reproduce.TAB5:
-        scores = in_process("evaluate.py", "--vqgan", tmp_path / f"tab5_{folder}_0" / "vqgan.pt", "--real", "shapes",
-                            "--features", "random", "--num", 16, "--json")
-        assert f"| {name} | {scores['reconstruction_fid']:.3f} | {scores['psnr']:.2f} | " in out
-    assert C.load_checkpoint(tmp_path / "tab5_noaug_noclamp_0" / "vqgan.pt", "vqgan")["args"]["diffaug"] == "off"
-    assert "| 1.0 | 18 crops of 2 samples |" in out  # Fig. 4: 40x40 px samples, 3x3 windows at a stride of 4 px
-    res = json.loads((tmp_path / "results" / "mask_replace.json").read_text())  # --quick: not the repo's results/
-    assert [(r["name"], r["T"]) for r in res["runs"]] == [("abs", 64), ("mr", 100), ("mo", 100)]
-    mr = res["runs"][1]
-    assert mr["settings"]["model"] == "mask-replace" and res["runs"][2]["settings"]["mask_share"] == 1
-    assert set(mr["samples"]) == {"100 exact", "25 exact", "10 exact", "25 shortcut", "10 shortcut"}
-    bf16 = C.bf16_is_fast(torch.device("cpu"))  # as evaluate.py's --bf16 auto
-    stats = evaluate.likelihood(tmp_path / "mr_s0" / "absorbing.pt", codes, 8, "cpu", bf16=bf16)[0]
-    assert mr["bound"] == pytest.approx(stats["vlb_bits_per_token"])  # what evaluate.py gives for that checkpoint
-    assert reproduce.render_mask_replace(res) in out
+        assert ckpt["config"]["model"] == r["name"] and ckpt["config"]["n_classes"] == 0
+        assert set(r["samples"]) == ({"64"} if r["name"] == "autoregressive" else {"64", "16"})  # T/4: departures
+    elbo = res["fig5"]["runs"][1]
+    val = [e["val_elbo"] for e in map(json.loads, open(tmp_path / "uncond_elbo_s0" / "absorbing_log.jsonl"))
+           if "val_elbo" in e]
+    assert elbo["settings"]["loss"] == "elbo" and elbo["val_elbo"]["3"] == val[-1]  # Fig. 5: its log's last value
+    assert [r["settings"]["conv"] for r in res["departures"]["runs"]] == [3, 3, 0, 3]
+    assert res["departures"]["runs"][0] == res["tab4"]["runs"][0]  # one absorbing run, measured once
+    assert res["tab3"]["runs"][0]["samples"]["16 paper"]["flags"] == ["--sample-steps", "16", *reproduce.PAPER_SAMPLER]
+    assert set(res["tab3"]["runs"][0]["samples"]) == {f"{S} {name}" for S in (64, 16) for name, _ in reproduce.SAMPLERS}
+    asked = res["guidance"]["runs"][0]["samples"]["2 square"]
+    assert asked["flags"] == ["--class", "square", "--guidance", "2"] and asked["judged"] == 6  # PRDC needs 6
+    assert res["fig4"]["runs"][0]["samples"]["0.7 windows"]["judged"] == 18  # 40x40 px samples: 3x3 windows each
+    for r in res["tab5"]["runs"]:
+        scores = in_process("evaluate.py", "--vqgan", tmp_path / f"tab5_{r['name']}_s0" / "vqgan.pt", "--real",
+                            "shapes", "--features", "random", "--num", 16, "--json")
+        assert r["reconstruction_fid"] == scores["reconstruction_fid"] and r["valid"] == scores["shape_valid"]
+    assert [r["settings"]["diffaug"] for r in res["tab5"]["runs"]][:3] == ["on", "on", "off"]
+    mr = res["mask_replace"]
+    assert [(r["name"], r["T"]) for r in mr["runs"]] == [("abs", 64), ("mr", 100), ("mo", 100)]
+    assert mr["runs"][1]["settings"]["model"] == "mask-replace" and mr["runs"][2]["settings"]["mask_share"] == 1
+    assert set(mr["runs"][1]["samples"]) == {"100 exact", "25 exact", "10 exact", "25 shortcut", "10 shortcut"}
+    stats = evaluate.likelihood(tmp_path / "mr_s0" / "absorbing.pt", codes, 8, "cpu",
+                                bf16=C.bf16_is_fast(torch.device("cpu")))[0]  # as evaluate.py's --bf16 auto
+    assert mr["runs"][1]["bound"] == pytest.approx(stats["vlb_bits_per_token"])
+    with pytest.raises(SystemExit, match="already holds a VQGAN; the quick start is timed from nothing"):
+        reproduce.main(reproduce.get_args(["--quick", "--out-dir", str(tmp_path), "--claims", "quickstart"]))
 
 
 def test_a_command_runs_in_its_own_process_and_a_failure_is_one_line(tmp_path):
@@ -80,15 +92,17 @@ def test_a_command_runs_in_its_own_process_and_a_failure_is_one_line(tmp_path):
 def test_missing_tokenizer_and_bad_flags(tmp_path):
     with pytest.raises(SystemExit, match="codes.npy does not exist; run python vqgan.py first"):
         reproduce.main(reproduce.get_args(["--out-dir", str(tmp_path)]))
-    for flags in (["--seeds", "0"], ["--vqgan-seeds", "0"], ["--claims", "tab6"], ["--curve-every", "0"]):
+    for flags in (["--seeds", "0"], ["--vqgan-seeds", "0"], ["--claims", "tab6"], ["--curve-every", "0"],
+                  ["--prior-steps", "0"]):
         with pytest.raises(SystemExit):
             reproduce.get_args(flags)
-    assert reproduce.spread([1.0, 3.0]) == "2.000 +- 1.414 (2 seeds)" and reproduce.spread([0.5], "{:.1%}") == "50.0%"
+    assert reproduce.cell([1.0, 3.0]) == "2.000 +- 1.414" and reproduce.cell([0.5], "{:.1%}") == "50.0%"
 
 
 RESULTS = sorted((reproduce.REPO / "results").glob("*.json"))
 NOT_THE_MODEL = {"codes", "out_dir", "device", "bf16", "resume", "compile", "log_every", "eval_every", "val_draws",
-                 "sample_every", "sample_steps", "ckpt_every", "keep_every"}  # where, how and what a run reports
+                 "sample_every", "sample_steps", "ckpt_every", "keep_every", "data_dir", "num_workers",
+                 "encode_only"}  # where, how and what a run reports
 
 
 @pytest.mark.parametrize("path", RESULTS, ids=[p.stem for p in RESULTS])
@@ -106,10 +120,15 @@ def stale(res, name):
     """What differs between each run of a results file and what its flags give today: [] when all are current. A
     setting a run does not record is younger than the run, and its default is what the run did."""
     import absorbing
+    import vqgan
     found = []
     for r in res["runs"]:
-        today = vars(absorbing.get_args(["--codes", "codes.npy", "--preset", r["settings"]["preset"], *r["flags"]]))
-        today["max_steps"] = today["max_steps"] or absorbing.MAX_STEPS
+        if r.get("script") == "vqgan.py":
+            today = vars(vqgan.get_args(r["flags"]))
+        else:
+            today = vars(absorbing.get_args(["--codes", "codes.npy", "--preset", r["settings"]["preset"], *r["flags"]]))
+            today["max_steps"] = today["max_steps"] or absorbing.MAX_STEPS
+        today = json.loads(json.dumps(today))  # tuples as the file's lists
         found += [f"results/{name}.json, {r['label']} seed {r['seed']}: made with {key} = {r['settings'][key]}, "
                   f"today's is {value}: rerun {res['command']} to remake the table in {reproduce.TABLES[name][0]}"
                   for key, value in today.items()
@@ -120,12 +139,17 @@ def stale(res, name):
 @pytest.mark.parametrize("path", RESULTS, ids=[p.stem for p in RESULTS])
 def test_each_results_run_was_made_with_todays_defaults_and_its_own_flags(path, monkeypatch):
     import absorbing
+    import vqgan
     res = json.loads(path.read_text())
     assert stale(res, path.stem) == []
-    monkeypatch.setitem(absorbing.PRIOR_PRESETS["small"], "lr", 1e-3)  # a default changed without re-running
-    monkeypatch.setattr(absorbing, "MAX_STEPS", 1234)
-    assert any("made with lr = 0.004, today's is 0.001" in line for line in stale(res, path.stem))
-    assert any("made with max_steps = 2500, today's is 1234" in line for line in stale(res, path.stem))
+    monkeypatch.setitem(absorbing.PRIOR_PRESETS["small"], "lr", 1e-3)  # defaults changed without re-running
+    monkeypatch.setitem(vqgan.SMALL, "disc_start", 999)
+    found = stale(res, path.stem)
+    for r in res["runs"]:
+        vq = r.get("script") == "vqgan.py"
+        changed = "disc_start = 1000, today's is 999" if vq else "lr = 0.004, today's is 0.001"
+        told = f"{r['label']} seed {r['seed']}: made with {changed}: rerun {res['command']}"
+        assert ("--disc-start" if vq else "--lr") in r["flags"] or any(told in line for line in found)
 
 
 def test_render_replaces_the_table_between_the_markers_only(tmp_path):

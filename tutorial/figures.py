@@ -1,10 +1,13 @@
 """
-The figures of tutorial/README.md from the checkpoints in out/ (python vqgan.py && python absorbing.py; for
-val_elbo python absorbing.py --loss elbo --out-dir out/elbo_run, for pos_init the runs out/pos_random_S and
-out/pos_sincos_S of the tutorial's Section 2); about a minute on a laptop CPU.
+The figures of tutorial/README.md from the quick start's checkpoints and the runs of REPRODUCTION.md that the
+tutorial compares it with, all in one --out-dir as reproduce.py names them (RUNS); about two minutes on a laptop
+CPU once they exist:
 
-    python tutorial/figures.py                          # every figure, into tutorial/
-    python tutorial/figures.py --only steps masking     # some of them
+    python reproduce.py --claims quickstart --seeds 2 --out-dir out/r       # the quick start, timed (14 minutes)
+    python reproduce.py --claims fig5 departures tab5 --out-dir out/r       # the runs it is compared with
+    python absorbing.py --codes out/r/codes.npy --model mask-replace --out-dir out/r/mr_s0
+    python tutorial/figures.py --out-dir out/r                              # every figure, into tutorial/
+    python tutorial/figures.py --out-dir out/r --only steps masking         # some of them
 """
 import argparse
 import json
@@ -30,10 +33,11 @@ from sample import decode  # noqa: E402
 
 FONT = ImageFont.load_default(size=12)
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
-PAPER_ENCODER = ("python vqgan.py --local-encoder off --lr-decay constant --restart-after 0 "
-                 "--out-dir out/paper_encoder")
-GROUP_NORM = "python vqgan.py --norm group --out-dir out/group_norm"
-MASK_REPLACE = "python absorbing.py --model mask-replace --out-dir out/mask_replace"
+# The runs besides the quick start's that some figures compare it with, in --out-dir by reproduce.py's names for them
+PAPER_ENCODER = "python vqgan.py --local-encoder off --out-dir OUT/tab5_paper_encoder_s0"
+GROUP_NORM = "python vqgan.py --norm group --out-dir OUT/tab5_groupnorm_s0"
+UNCOND = "python absorbing.py --codes OUT/codes.npy --class-dropout 1 --max-steps 1000"
+MASK_REPLACE = "python absorbing.py --codes OUT/codes.npy --model mask-replace --out-dir OUT/mr_s0"
 FIGURES = ["recon", "codes", "redundancy", "norm", "masking", "pos_init", "elbo_per_t", "val_elbo", "trajectory",
            "steps", "mosaic", "copies", "revisions"]
 
@@ -109,6 +113,13 @@ def save(img, path):
 # The figures, one function each, in the tutorial's order
 
 
+def needs(args, path, command):
+    """A checkpoint or log that a figure compares with; if it is missing, the command that makes it."""
+    if not path.is_file():
+        raise SystemExit(f"error: the figure needs {path}: run {command.replace('OUT', str(args.out_dir))}")
+    return path
+
+
 def decode_masked(vq, codes, mask_id):
     """Codes (B, h, w) with masks -> uint8 images with every masked f x f patch grey."""
     masked = codes == mask_id
@@ -150,11 +161,10 @@ def code_map(codes, K, cell=4):
 
 
 def fig_redundancy(m, args):
-    """Codes of held-out images from the paper's encoder (the previous default, trained by PAPER_ENCODER) and
-    from the local one: each code a colour."""
-    before = absorbing.load_vqgan(args.out_dir / "paper_encoder" / "vqgan.pt", "cpu")
-    if before is None:
-        raise SystemExit(f"error: the redundancy figure needs the paper's encoder: run {PAPER_ENCODER}")
+    """Codes of held-out images from the paper's encoder (trained by PAPER_ENCODER) and from the local one: each
+    code a colour."""
+    before = absorbing.load_vqgan(needs(args, args.out_dir / "tab5_paper_encoder_s0" / "vqgan.pt", PAPER_ENCODER),
+                                  "cpu")
     images = shapes.make_shapes(500, seed=1)[0]
     x = data.to_float(torch.from_numpy(images))
     rows = [torch.from_numpy(images[:8])]
@@ -217,14 +227,14 @@ def training_log(path, window):
 
 
 def fig_pos_init(m, args):
-    """Training ELBO of unconditional priors whose position embeddings start random or as 2D sines and cosines,
-    from out/pos_random_S and out/pos_sincos_S (the tutorial's commands), every seed found."""
+    """Training ELBO of the unconditional priors whose position embeddings start random or as 2D sines and cosines
+    (the departures of REPRODUCTION.md), every seed found."""
     curves = []
-    for init, colour in (("random", COLOURS[1]), ("sincos", COLOURS[0])):
-        runs = sorted(args.out_dir.glob(f"pos_{init}_*/absorbing_log.jsonl"))
-        if not runs:
-            raise SystemExit(f"error: pos_init plots {args.out_dir}/pos_{init}_S/absorbing_log.jsonl; train one with "
-                             f"the tutorial's Section 2 commands")
+    for init, run, colour in (("random", "posrandom", COLOURS[1]), ("sincos", "absorbing", COLOURS[0])):
+        flag = " --pos-init random" * (init == "random")
+        runs = sorted(args.out_dir.glob(f"uncond_{run}_s*/absorbing_log.jsonl")) or [
+            needs(args, args.out_dir / f"uncond_{run}_s0" / "absorbing_log.jsonl",
+                  f"{UNCOND}{flag} --out-dir OUT/uncond_{run}_s0")]
         for path in runs:
             records, steps, smooth = training_log(path, 5)  # 5 log lines: 100 steps
             curves.append((f"--pos-init {init}, {len(runs)} seeds" if path == runs[0] else "", steps, smooth, colour))
@@ -236,8 +246,10 @@ def fig_pos_init(m, args):
 
 def fig_val_elbo(m, args):
     curves, val = [], []
-    for name, path, colour in (("reweighted_elbo", args.out_dir / "absorbing_log.jsonl", COLOURS[1]),
-                               ("elbo", args.out_dir / "elbo_run" / "absorbing_log.jsonl", COLOURS[0])):
+    runs = [("reweighted_elbo", "uncond_absorbing_s0", "", COLOURS[1]), ("elbo", "uncond_elbo_s0", " --loss elbo",
+                                                                         COLOURS[0])]
+    for name, run, flag, colour in runs:
+        path = needs(args, args.out_dir / run / "absorbing_log.jsonl", f"{UNCOND}{flag} --out-dir OUT/{run}")
         records, steps, smooth = training_log(path, 10)  # 10 log lines: 200 steps
         curves.append((f"{name}: training batches, mean of 200 steps", steps, smooth, colour))
         records = [r for r in records if "val_elbo" in r]
@@ -247,8 +259,8 @@ def fig_val_elbo(m, args):
             f"step {r['step']}: {r['val_elbo']:.3f} +- {r['val_elbo_err']:.3f}" for r in records))
     save(chart(curves + val, "ELBO during training (the paper's Fig. 5)", "training step", "bits per token",
                w=520, h=320), args.fig_dir / "val_elbo.png")
-    runs = [evaluate.likelihood(path, args.out_dir / "codes.npy", 8, torch.device("cpu")) for path in
-            (args.out_dir / "absorbing.pt", args.out_dir / "elbo_run" / "absorbing.pt")]  # the same draws for both
+    runs = [evaluate.likelihood(args.out_dir / run / "absorbing.pt", args.out_dir / "codes.npy", 8, torch.device("cpu"))
+            for _, run, _, _ in runs]  # the same draws for both
     diff = torch.from_numpy(runs[1][1] - runs[0][1])  # per held-out image: elbo run minus reweighted run
     print(f"final EMA weights, held-out ELBO (8 draws): reweighted_elbo {runs[0][0]['elbo_bits_per_token']:.3f}, "
           f"elbo {runs[1][0]['elbo_bits_per_token']:.3f}; paired difference {diff.mean():.3f} +- "
@@ -290,9 +302,7 @@ def fig_steps(m, args):
 def fig_revisions(m, args):
     """One mask-and-replace sample (MASK_REPLACE's prior) every tenth of its T steps: the decoded grid (masks grey),
     and under it where a code became another code since the frame before (red) or stayed (black; white: mask)."""
-    path = args.out_dir / "mask_replace" / "absorbing.pt"
-    if not path.is_file():
-        raise SystemExit(f"error: the revisions figure needs a mask-and-replace prior: run {MASK_REPLACE}")
+    path = needs(args, args.out_dir / "mr_s0" / "absorbing.pt", MASK_REPLACE)
     prior, kind = absorbing.prior_from_checkpoint(load_checkpoint(path, "absorbing"))
     K, f = m["K"], m["vq"].cfg.downsample
     rows = []
@@ -330,9 +340,7 @@ def fig_mosaic(m, args):
 def fig_norm(m, args):
     """Held-out images whose reconstruction by a VQGAN with the paper's GroupNorm (trained by GROUP_NORM) breaks the
     data's rule (top), that reconstruction (middle), and the default VQGAN's, with PositionNorm (bottom)."""
-    before = absorbing.load_vqgan(args.out_dir / "group_norm" / "vqgan.pt", "cpu")
-    if before is None:
-        raise SystemExit(f"error: the norm figure needs a GroupNorm VQGAN: run {GROUP_NORM}")
+    before = absorbing.load_vqgan(needs(args, args.out_dir / "tab5_groupnorm_s0" / "vqgan.pt", GROUP_NORM), "cpu")
     images = torch.from_numpy(shapes.make_shapes(500, seed=1)[0])  # vqgan.py's held-out images
     rows, broken = [], None
     for name, vq in (("GroupNorm", before), ("PositionNorm", m["vq"])):
