@@ -39,8 +39,8 @@ from tqdm import tqdm
 import classifier
 from absorbing import PRIOR_PRESETS, Absorbing, load_vqgan, prior_from_checkpoint
 from common import HelpFormatter, bf16_is_fast, load_checkpoint, positive_int, pretrained
-from data import (ImageFolder, code_redundancy, codebook_usage, load_codes, load_data, load_labels, scan_folder,
-                  split_codes, to_float, to_rgb, to_uint8)
+from data import (STANDARD_SETS, ImageFolder, code_redundancy, codebook_usage, load_codes, load_data, load_labels,
+                  scan_folder, split_codes, to_float, to_rgb, to_uint8)
 from shapes import judge_shapes, make_shapes
 from transformer import PriorConfig
 from vqgan import load_lpips, psnr
@@ -49,12 +49,16 @@ from vqgan import load_lpips, psnr
 # Images and their features
 
 
-def load_images(source, n, img_size, seed=0):
+def load_images(source, n, img_size, seed=0, data_dir=None):
     """A dataset of uint8 (S, S, 3) images: the built-in 'shapes' (seed 0: the training images; --fake shapes
-    uses seed 1, images never trained on) or a folder's images, resized and centre-cropped; at most n of them, a
+    uses seed 1, images never trained on), a standard set's test images (mnist, fashion-mnist, cifar10; from
+    data_dir, as vqgan.py's --data-dir) or a folder's images, resized and centre-cropped; at most n of them, a
     seeded random choice (the first n in file order could all come from one subfolder)."""
     if source == "shapes":
         return torch.from_numpy(make_shapes(n, img_size, seed=seed)[0])
+    if source in STANDARD_SETS:
+        _, test, _, _, labels = load_data(source, data_dir, img_size)
+        return some(test, labels, n, seed)[0]
     if not Path(source).is_dir():
         raise SystemExit(f"error: image folder {source} does not exist" if not Path(source).exists() else
                          f"error: {source} is a file; --real and --fake take folders of images (or 'shapes')")
@@ -417,7 +421,8 @@ def main(args):
         results["features"] = FEATURE_LABELS[args.features]
     if args.features != "classifier" and (args.real_features or args.real and args.fake):
         real = load_features(args.real_features) if args.real_features else \
-            features_of(embed, load_images(args.real, args.num, args.img_size), device, desc="real features")
+            features_of(embed, load_images(args.real, args.num, args.img_size, data_dir=args.data_dir), device,
+                        desc="real features")
         fake_images = None
         if args.crop_stride:  # each training-size window of the fake images is scored as an image
             fake_images = crops(args.fake, args.num, args.img_size, args.crop_stride)
@@ -437,7 +442,7 @@ def main(args):
         if args.per_image:
             np.save(args.per_image, per_image)
     if args.vqgan:
-        images = load_images(args.real, args.num, args.img_size, seed=1)  # held-out images for 'shapes'
+        images = load_images(args.real, args.num, args.img_size, seed=1, data_dir=args.data_dir)  # held-out for shapes
         results.update(reconstruction(args.vqgan, images, embed, device, judge=args.real == "shapes"))
     if args.speed:
         if args.ckpt:

@@ -13,6 +13,7 @@ import common as C
 import data
 import evaluate
 import shapes
+from test_vqgan import write_idx
 
 
 def gaussian_features(n=300, d=16, seed=0, shift=0.0):
@@ -380,3 +381,21 @@ def test_the_sets_own_classifier_scores_guided_samples_beside_their_floor(tmp_pa
     with pytest.raises(SystemExit, match="has no classes") as e:
         evaluate.main(evaluate.get_args(["--real", str(tmp_path / "grey"), "--fake", str(tmp_path / "grey"),
                                          "--features", "classifier", "--classifier", str(tmp_path / "g.pt")]))
+
+
+def test_a_standard_set_by_name_gives_its_test_images_as_the_real_ones(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # torchvision's files go to data/NAME
+    rng = np.random.default_rng(0)
+    train, test = rng.integers(0, 256, (30, 28, 28)), rng.integers(0, 256, (12, 28, 28))
+    write_idx(tmp_path / "copy", "train", train, np.arange(30) % 10)
+    write_idx(tmp_path / "copy", "t10k", test, np.arange(12) % 10)
+    real = evaluate.load_images("fashion-mnist", 8, 28, data_dir=str(tmp_path / "copy"))
+    got = np.stack([real[i].numpy()[..., 0] for i in range(len(real))])
+    assert len(real) == 8 and all(any(np.array_equal(g, t) for t in test) for g in got)  # test images, not train
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    for i in range(8):
+        Image.fromarray(train[i].astype(np.uint8)).save(fake / f"{i}.png")
+    evaluate.main(evaluate.get_args(["--real", "fashion-mnist", "--data-dir", str(tmp_path / "copy"), "--fake",
+                                     str(fake), "--features", "random", "--img-size", "28", "--num", "8", "--json"]))
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["fid"] > 0
