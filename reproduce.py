@@ -4,7 +4,7 @@ commands and reading their --json output. Each claim writes results/NAME.json (e
 measurements) and renders its table into its document between markers; `--render` re-renders them all.
 
     python reproduce.py --claims quickstart --seeds 2 --out-dir out/r   # the README's quick start, timed, judged
-    python reproduce.py --out-dir out/r                  # then every REPRODUCTION.md section (about two hours)
+    python reproduce.py --out-dir out/r                  # then every REPRODUCTION.md section (3-4 hours)
     python reproduce.py --out-dir out/r --claims tab3    # one of them
     python reproduce.py --quick --claims quickstart tab4 --out-dir /tmp/q   # tiny models: checks the pipeline only
     python reproduce.py --render                         # the tables again from results/, running nothing
@@ -12,7 +12,8 @@ measurements) and renders its table into its document between markers; `--render
 The claims: quickstart (README: time, valid reconstructions and samples, time to quality), tab4 (absorbing against
 autoregressive), fig5 (reweighted ELBO against ELBO), departures (the small prior's departures from the paper),
 tab3 (sampling steps and samplers), sec4.3 (temperature), guidance (classes), fig4 (larger than training), tab5
-(DiffAug, the clamp and the tokenizer's departures) and mask_replace (VQ-Diffusion's prior). All but quickstart use
+(DiffAug, the clamp and the tokenizer's departures), mask_replace (VQ-Diffusion's prior) and real_set (README: a
+real labelled set, Fashion-MNIST by default, measured by its own classifier). All but quickstart and real_set use
 the quick-start tokenizer in --out-dir (OUT/codes.npy) and tab3, sec4.3, guidance and fig4 its prior
 (OUT/absorbing.pt); the priors of tab4, fig5 and departures are unconditional (--class-dropout 1, as the paper's)
 and train --prior-steps steps, in OUT/uncond_NAME_sSEED. A run whose checkpoint exists is reused.
@@ -27,11 +28,17 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
+from PIL import Image
+from torchvision.utils import make_grid
 
 import common as C
 from shapes import SHAPE_KINDS
 
-CLAIMS = ("quickstart", "tab4", "fig5", "departures", "tab3", "sec4.3", "guidance", "fig4", "tab5", "mask_replace")
+CLAIMS = ("quickstart", "tab4", "fig5", "departures", "tab3", "sec4.3", "guidance", "fig4", "tab5", "mask_replace",
+          "real_set")
+README_CLAIMS = ("quickstart", "real_set")  # timed from nothing, so run only when asked
+N_SAMPLES = 500  # samples judged a row, by default
 PAPER_SAMPLER = ["--sampler", "random", "--counts", "binomial"]  # the paper's reverse process, reveal steps drawn
 SAMPLERS = [("default", []), ("paper", PAPER_SAMPLER), ("confidence", ["--sampler", "confidence"])]  # Tab. 3's
 
@@ -97,7 +104,6 @@ def judged(ckpt, out, n, *flags, crop_stride=None, n_real=None):
 
 def cpu_description():
     """The CPU the numbers were measured on: its model, its widest vector instructions, and PyTorch's threads."""
-    import torch
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
     model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
     flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
@@ -108,6 +114,7 @@ def cpu_description():
 
 def results(args, command, runs, **measured):
     """The body of a results file: the command that remakes it, where it ran, and its runs."""
+    command += f" --n-samples {args.n_samples}" * (args.n_samples != N_SAMPLES and not args.quick)
     return dict(command=command, cpu=cpu_description(), n_samples=args.n_samples, **measured, runs=runs)
 
 # -----------------------------------------------------------------------------
@@ -208,7 +215,8 @@ def tab5(args, out):
                                                    "code_agreement")},
                      valid=s["shape_valid"], invalid=s["shape_invalid"])
             runs.append(r)
-    write_results(out, "tab5", results(args, "python reproduce.py --claims tab5", runs), args.quick)
+    seeds = f" --vqgan-seeds {args.vqgan_seeds}" * (args.vqgan_seeds > 1)
+    write_results(out, "tab5", results(args, f"python reproduce.py --claims tab5{seeds}", runs), args.quick)
 
 
 def mask_replace(args, out, codes):
@@ -231,6 +239,45 @@ def mask_replace(args, out, codes):
             r.update(T=T, bound=bound.get("vlb_bits_per_token", bound.get("elbo_bits_per_token")), samples=samples)
             runs.append(r)
     write_results(out, "mask_replace", results(args, "python reproduce.py --claims mask_replace", runs), args.quick)
+
+
+def real_set(args, out):
+    """The README's run on a real labelled set (--real-set, fetched or --data-dir): the quick start's commands with
+    --data SET into OUT/real_set, each stage timed, then --per-class guided samples of every class at W = 1 and 2,
+    scored by the set's own classifier (class accuracy, distance in its features, PRDC) beside the floor of real
+    images, and by random features; twelve a class at W = 2 drawn as a grid, one row per class."""
+    run_dir, get = out / "real_set", ["--data-dir", args.data_dir] if args.data_dir else []
+    if (run_dir / "vqgan.pt").is_file():
+        raise SystemExit(f"error: {run_dir} already holds a VQGAN; the run is timed from nothing: a new --out-dir")
+    tiny = ["--max-steps", 3, "--batch-size", 8] if args.quick else []
+    seconds, start = {}, time.perf_counter()
+    _, vq = trained("vqgan.py", run_dir, ["--data", args.real_set, *get, *tiny], name="vqgan", label="the VQGAN",
+                    seed=0)
+    seconds["VQGAN"], start = time.perf_counter() - start, time.perf_counter()
+    prior, r = trained("absorbing.py", run_dir, [*args.small, *tiny[:2]], run_dir / "codes.npy", name="prior",
+                       label="the prior", seed=0)
+    seconds["prior"] = time.perf_counter() - start
+    classes = json.loads((run_dir / "codes.json").read_text())["classes"]
+    n, size = args.per_class * len(classes), vq["settings"]["img_size"]
+    real = ["--real", args.real_set, *get, "--img-size", size, "--num", n, "--json"]
+    r["samples"] = {}
+    for w in (1, 2):
+        fake = run_dir / f"fake_w{w}"
+        for k in range(len(classes)):  # subfolders named by class index: what evaluate.py reads as the class asked
+            run("sample.py", "--ckpt", prior, "--class", k, "--guidance", w, "--n-samples", args.per_class,
+                "--batch-size", 250, "--images", fake / str(k), "--out", f"{fake}_{k}.png")
+        s = run("evaluate.py", *real, "--fake", fake, "--features", "classifier", "--classifier",
+                out / f"classifier_{Path(args.real_set).name}.pt", *(["--classifier-steps", 3] * args.quick))
+        s["random_fid"] = run("evaluate.py", *real, "--fake", fake, "--features", "random")["fid"]
+        r["samples"][str(w)] = s
+    images = [torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1)
+              for k in range(len(classes)) for p in sorted((run_dir / "fake_w2" / str(k)).glob("*.png"))[:12]]
+    grid = (out if args.quick else REPO / "assets") / f"{Path(args.real_set).name.replace('-', '_')}_classes.png"
+    picture = make_grid(torch.stack(images), nrow=min(12, args.per_class), padding=1)  # (3, H, W) uint8
+    Image.fromarray(picture.permute(1, 2, 0).numpy()).save(grid, optimize=True)
+    write_results(out, "real_set", results(args, f"python reproduce.py --claims real_set --real-set {args.real_set}",
+                                           [vq, r], seconds=seconds, classes=classes, grid=grid.name,
+                                           per_class=args.per_class), args.quick)
 
 # -----------------------------------------------------------------------------
 # Results files: each claim writes results/NAME.json (every run's full settings and what it measured); the tables
@@ -378,13 +425,13 @@ def render_fig4(res):
     for key, s in r["samples"].items():
         tau, decoding = key.split()
         how = "in training-size windows (default)" if decoding == "windows" else "whole (`--decode whole`)"
-        rows.append(f"| {tau} | {how} | {pct(s['valid'])} of {s['judged']} | "
-                    f"{' / '.join(map(str, s['invalid'].values()))} |")
+        rows.append(f"| {tau} | {how} | {pct(s['valid'])} of {s['judged']} | {s['fid']:.2f} | {s['precision']:.2f} / "
+                    f"{s['recall']:.2f} | {' / '.join(map(str, s['invalid'].values()))} |")
     reasons = " / ".join(next(iter(r["samples"].values()))["invalid"])
     return (f"The quick-start prior (seed {r['seed']}), 16x16 codes from its 8x8 windows; every 32x32-pixel window on "
-            "the 4-pixel code grid judged.\n\n"
-            f"| temperature | decoding | valid windows | why the others are not ({reasons}) |\n|---|---|---|---|\n"
-            + "\n".join(rows))
+            f"the 4-pixel code grid judged, and scored against {res['n_samples']} real images.\n\n"
+            f"| temperature | decoding | valid windows | FID | precision / recall | why the others are not ({reasons})"
+            " |\n|---|---|---|---|---|---|\n" + "\n".join(rows))
 
 
 def render_tab5(res):
@@ -431,12 +478,29 @@ def render_mask_replace(res):
             "official code's shortcut.\n\n" + head + "\n".join(jumps))
 
 
+def render_real_set(res):
+    """The README's run on a real set: its time, and its samples by the set's classifier beside real images."""
+    sec, r, n = res["seconds"], res["runs"][1], res["per_class"] * len(res["classes"])
+    rows = [f"| samples, `--guidance {w}` | {100 * s['class_accuracy']:.1f} +- {100 * s['class_accuracy_err']:.1f}% | "
+            f"{s['fid']:.2f} | {s['precision']:.2f} | {s['recall']:.2f} | {s['random_fid']:.2f} |"
+            for w, s in sorted(r["samples"].items(), reverse=True)]
+    s = r["samples"]["2"]
+    rows.append(f"| the floor: real images | {100 * s['floor_accuracy']:.1f} +- {100 * s['floor_accuracy_err']:.1f}% "
+                f"(held-out) | {s['floor_fid']:.2f} (training images) | {s['floor_precision']:.2f} | "
+                f"{s['floor_recall']:.2f} | |")
+    return (f"VQGAN {sec['VQGAN'] / 60:.1f} minutes, prior {sec['prior'] / 60:.1f} ({res['cpu']}); "
+            f"{res['per_class']} samples of each class against {n} real held-out images.\n\n"
+            f"| {n} images | class accuracy | distance, classifier features | precision | recall | "
+            "FID, random features |\n|---|---|---|---|---|---|\n" + "\n".join(rows))
+
+
 TABLES = {"quickstart": ("README.md", render_quickstart), "tab4": ("REPRODUCTION.md", render_tab4),
           "fig5": ("REPRODUCTION.md", render_fig5), "departures": ("REPRODUCTION.md", render_departures),
           "tab3": ("REPRODUCTION.md", render_tab3), "sec4.3": ("REPRODUCTION.md", render_sec43),
           "guidance": ("REPRODUCTION.md", render_guidance),
           "fig4": ("REPRODUCTION.md", render_fig4), "tab5": ("REPRODUCTION.md", render_tab5),
-          "mask_replace": ("REPRODUCTION.md", render_mask_replace)}  # results file -> (document, its renderer)
+          "mask_replace": ("REPRODUCTION.md", render_mask_replace),
+          "real_set": ("README.md", render_real_set)}  # results file -> (document, its renderer)
 REPO = Path(__file__).resolve().parent
 
 
@@ -477,7 +541,11 @@ def main(args):
     args.small = ["--n-layer", "1", "--n-embd", "32", "--n-head", "2"] if args.quick else []
     if "quickstart" in args.claims:
         quickstart(args, out, args.small)
-    elif args.quick:  # a tiny tokenizer of its own
+    if "real_set" in args.claims:
+        real_set(args, out)
+    if not set(args.claims) - set(README_CLAIMS):
+        return
+    if args.quick and not codes.is_file():  # a tiny tokenizer of its own
         run("vqgan.py", "--out-dir", out, "--n-shapes", 64, "--max-steps", 3, "--batch-size", 8)
     if not codes.is_file():
         raise SystemExit(f"error: {codes} does not exist; run python vqgan.py first (the quick-start tokenizer)")
@@ -514,8 +582,9 @@ def get_args(argv=None):
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out-dir", default="out", help="where the tokenizer is and the runs go")
     p.add_argument("--quick", action="store_true", help="tiny settings (a pipeline check; the numbers mean nothing)")
-    p.add_argument("--claims", nargs="+", choices=CLAIMS, default=[c for c in CLAIMS if c != "quickstart"],
-                   help="which sections to run (the quickstart claim needs a new --out-dir)")
+    p.add_argument("--claims", nargs="+", choices=CLAIMS, default=[c for c in CLAIMS if c not in README_CLAIMS],
+                   help="which sections to run (default: REPRODUCTION.md's; the README's quickstart and real_set "
+                        "are timed, each from nothing in a new --out-dir)")
     p.add_argument("--seeds", type=int, default=None, help="training seeds per prior (default 2; --quick 1)")
     p.add_argument("--prior-steps", type=int, default=None,
                    help="training steps of the priors of tab4, fig5 and departures (default 1000; --quick 3)")
@@ -528,20 +597,25 @@ def get_args(argv=None):
                    help="quickstart: samples judged at each copy (default 200; --quick 8)")
     p.add_argument("--temperatures", type=float, nargs="+", default=None,
                    help="temperatures of Sec. 4.3 (default 1.0 0.9 0.8 0.7; --quick 1.0 0.7)")
+    p.add_argument("--real-set", default="fashion-mnist",
+                   help="real_set: a labelled set by name (mnist, fashion-mnist, cifar10) or a folder of class folders")
+    p.add_argument("--data-dir", default=None, help="real_set: a local copy of the named set (as vqgan.py's)")
+    p.add_argument("--per-class", type=int, default=None,
+                   help="real_set: samples of each class (default 200; --quick 2)")
     p.add_argument("--render", action="store_true",
                    help="run nothing: re-render the documents' tables from the results files in results/")
     args = p.parse_args(argv)
     quick = dict(seeds=1, prior_steps=3, vqgan_seeds=1, n_samples=16, steps=[64, 16], temperatures=[1.0, 0.7],
-                 curve_every=1, curve_samples=8)
-    full = dict(seeds=2, prior_steps=1000, vqgan_seeds=1, n_samples=500, steps=[64, 32, 16, 8],
-                temperatures=[1.0, 0.9, 0.8, 0.7], curve_every=500, curve_samples=200)
+                 curve_every=1, curve_samples=8, per_class=2)
+    full = dict(seeds=2, prior_steps=1000, vqgan_seeds=1, n_samples=N_SAMPLES, steps=[64, 32, 16, 8],
+                temperatures=[1.0, 0.9, 0.8, 0.7], curve_every=500, curve_samples=200, per_class=200)
     for k, v in (quick if args.quick else full).items():
         if getattr(args, k) is None:
             setattr(args, k, v)
-    if min(args.seeds, args.vqgan_seeds, args.curve_every, args.prior_steps) < 1 or min(args.n_samples,
-                                                                                          args.curve_samples) < 2:
-        p.error("--seeds, --vqgan-seeds, --prior-steps and --curve-every must be >= 1, --n-samples and "
-                "--curve-samples >= 2")
+    if min(args.seeds, args.vqgan_seeds, args.curve_every, args.prior_steps) < 1 or min(
+            args.n_samples, args.curve_samples, args.per_class) < 2:
+        p.error("--seeds, --vqgan-seeds, --prior-steps and --curve-every must be >= 1, --n-samples, --curve-samples "
+                "and --per-class >= 2")
     return args
 
 

@@ -29,7 +29,12 @@ def in_process(*argv):
 def test_quick_mode_runs_every_comparison_and_its_results_files_hold_what_the_runs_measured(tmp_path, monkeypatch,
                                                                                              capsys):
     monkeypatch.setattr(reproduce, "run", in_process)
-    reproduce.main(reproduce.get_args(["--quick", "--out-dir", str(tmp_path), "--claims", *reproduce.CLAIMS]))
+    images, labels = shapes.make_shapes(200)  # a labelled folder: shapes images in a subfolder per kind
+    for i, (img, k) in enumerate(zip(images, labels)):
+        (tmp_path / "set" / shapes.SHAPE_KINDS[k]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(tmp_path / "set" / shapes.SHAPE_KINDS[k] / f"{i}.png")
+    reproduce.main(reproduce.get_args(["--quick", "--out-dir", str(tmp_path), "--claims", *reproduce.CLAIMS,
+                                       "--real-set", str(tmp_path / "set")]))
     out = capsys.readouterr().out
     res = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "results").glob("*.json")}  # not the repo's
     assert set(res) == set(reproduce.CLAIMS) == set(reproduce.TABLES)
@@ -77,8 +82,17 @@ def test_quick_mode_runs_every_comparison_and_its_results_files_hold_what_the_ru
     stats = evaluate.likelihood(tmp_path / "mr_s0" / "absorbing.pt", codes, 8, "cpu",
                                 bf16=C.bf16_is_fast(torch.device("cpu")))[0]  # as evaluate.py's --bf16 auto
     assert mr["runs"][1]["bound"] == pytest.approx(stats["vlb_bits_per_token"])
+    real = res["real_set"]  # the README's real set: its classes from the folders, its guided samples scored
+    assert real["classes"] == list(shapes.SHAPE_KINDS) and set(real["runs"][1]["samples"]) == {"1", "2"}
+    guided = real["runs"][1]["samples"]["2"]
+    assert 0 <= guided["class_accuracy"] <= 1 and guided["features"].startswith("a small CNN trained on the real")
+    assert len(list((tmp_path / "real_set" / "fake_w2" / "square").glob("*.png"))) == 0  # folders by class index
+    assert len(list((tmp_path / "real_set" / "fake_w2" / "1").glob("*.png"))) == 2
+    assert Image.open(tmp_path / "set_classes.png").size == (2 * 33 + 1, 3 * 33 + 1)  # a row of 2 per class
     with pytest.raises(SystemExit, match="already holds a VQGAN; the quick start is timed from nothing"):
         reproduce.main(reproduce.get_args(["--quick", "--out-dir", str(tmp_path), "--claims", "quickstart"]))
+    with pytest.raises(SystemExit, match="real_set already holds a VQGAN; the run is timed from nothing"):
+        reproduce.main(reproduce.get_args(["--quick", "--out-dir", str(tmp_path), "--claims", "real_set"]))
 
 
 def test_a_command_runs_in_its_own_process_and_a_failure_is_one_line(tmp_path):
@@ -93,7 +107,7 @@ def test_missing_tokenizer_and_bad_flags(tmp_path):
     with pytest.raises(SystemExit, match="codes.npy does not exist; run python vqgan.py first"):
         reproduce.main(reproduce.get_args(["--out-dir", str(tmp_path)]))
     for flags in (["--seeds", "0"], ["--vqgan-seeds", "0"], ["--claims", "tab6"], ["--curve-every", "0"],
-                  ["--prior-steps", "0"]):
+                  ["--prior-steps", "0"], ["--per-class", "1"]):
         with pytest.raises(SystemExit):
             reproduce.get_args(flags)
     assert reproduce.cell([1.0, 3.0]) == "2.000 +- 1.414" and reproduce.cell([0.5], "{:.1%}") == "50.0%"
@@ -143,7 +157,9 @@ def test_each_results_run_was_made_with_todays_defaults_and_its_own_flags(path, 
     res = json.loads(path.read_text())
     assert stale(res, path.stem) == []
     monkeypatch.setitem(absorbing.PRIOR_PRESETS["small"], "lr", 1e-3)  # defaults changed without re-running
-    monkeypatch.setitem(vqgan.SMALL, "disc_start", 999)
+    for preset in vqgan.PRESETS.values():  # the small presets, Fashion-MNIST's a copy of SMALL with its own size
+        if preset["disc_start"] == 1000:
+            monkeypatch.setitem(preset, "disc_start", 999)
     found = stale(res, path.stem)
     for r in res["runs"]:
         vq = r.get("script") == "vqgan.py"
