@@ -249,12 +249,12 @@ def real_set(args, out):
     run_dir, get = out / "real_set", ["--data-dir", args.data_dir] if args.data_dir else []
     if (run_dir / "vqgan.pt").is_file():
         raise SystemExit(f"error: {run_dir} already holds a VQGAN; the run is timed from nothing: a new --out-dir")
-    tiny = ["--max-steps", 3, "--batch-size", 8] if args.quick else []
+    short = ["--max-steps", 3] if args.quick else []
     seconds, start = {}, time.perf_counter()
-    _, vq = trained("vqgan.py", run_dir, ["--data", args.real_set, *get, *tiny], name="vqgan", label="the VQGAN",
-                    seed=0)
+    _, vq = trained("vqgan.py", run_dir, ["--data", args.real_set, *get, *short, *(["--batch-size", 8] * args.quick)],
+                    name="vqgan", label="the VQGAN", seed=0)
     seconds["VQGAN"], start = time.perf_counter() - start, time.perf_counter()
-    prior, r = trained("absorbing.py", run_dir, [*args.small, *tiny[:2]], run_dir / "codes.npy", name="prior",
+    prior, r = trained("absorbing.py", run_dir, [*args.small, *short], run_dir / "codes.npy", name="prior",
                        label="the prior", seed=0)
     seconds["prior"] = time.perf_counter() - start
     classes = json.loads((run_dir / "codes.json").read_text())["classes"]

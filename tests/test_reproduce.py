@@ -85,7 +85,11 @@ def test_quick_mode_runs_every_comparison_and_its_results_files_hold_what_the_ru
     real = res["real_set"]  # the README's real set: its classes from the folders, its guided samples scored
     assert real["classes"] == list(shapes.SHAPE_KINDS) and set(real["runs"][1]["samples"]) == {"1", "2"}
     guided = real["runs"][1]["samples"]["2"]
-    assert 0 <= guided["class_accuracy"] <= 1 and guided["features"].startswith("a small CNN trained on the real")
+    scores = in_process("evaluate.py", "--real", tmp_path / "set", "--img-size", 32, "--num", 6, "--fake",
+                        tmp_path / "real_set" / "fake_w2", "--features", "classifier", "--classifier",
+                        tmp_path / "classifier_set.pt", "--json")  # the cached classifier, the same images
+    assert guided["class_accuracy"] == scores["class_accuracy"] and guided["fid"] == scores["fid"]
+    assert guided["features"].startswith("a small CNN trained on the real")
     assert len(list((tmp_path / "real_set" / "fake_w2" / "square").glob("*.png"))) == 0  # folders by class index
     assert len(list((tmp_path / "real_set" / "fake_w2" / "1").glob("*.png"))) == 2
     assert Image.open(tmp_path / "set_classes.png").size == (2 * 33 + 1, 3 * 33 + 1)  # a row of 2 per class
