@@ -12,6 +12,7 @@ from PIL import Image
 import common as C
 import evaluate
 import reproduce
+import tables
 import shapes
 
 
@@ -37,9 +38,9 @@ def test_quick_mode_runs_every_comparison_and_its_results_files_hold_what_the_ru
                                        "--real-set", str(tmp_path / "set")]))
     out = capsys.readouterr().out
     res = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "results").glob("*.json")}  # not the repo's
-    assert set(res) == set(reproduce.CLAIMS) == set(reproduce.TABLES)
+    assert set(res) == set(reproduce.CLAIMS) == set(tables.TABLES)
     for name, r in res.items():
-        assert reproduce.TABLES[name][1](r) in out and "threads" in r["cpu"]  # each table, printed as rendered
+        assert tables.TABLES[name][1](r) in out and "threads" in r["cpu"]  # each table, printed as rendered
     qs = res["quickstart"]
     assert [r["name"] for r in qs["runs"]] == ["vqgan", "prior"] and list(qs["seconds"]) == ["VQGAN", "prior",
                                                                                                "64 samples"]
@@ -48,7 +49,7 @@ def test_quick_mode_runs_every_comparison_and_its_results_files_hold_what_the_ru
     assert [c["step"] for c in curve] == [1, 2, 3]  # a judged copy of every step (--quick)
     images = np.stack([np.asarray(Image.open(f)) for f in sorted((tmp_path / "curve_absorbing_000003").glob("*.png"))])
     assert len(images) == 8 and curve[2]["valid"] == shapes.judge_shapes(images)["shape_valid"]
-    minutes = reproduce.render_quickstart(qs).split("| minutes from the start | ")[1].split(" |\n")[0].split(" | ")
+    minutes = tables.render_quickstart(qs).split("| minutes from the start | ")[1].split(" |\n")[0].split(" | ")
     assert [float(m) for m in minutes] == sorted(map(float, minutes))
     codes = tmp_path / "codes.npy"
     for r in res["tab4"]["runs"]:  # Tab. 4: the likelihood evaluate.py gives each checkpoint, unconditional
@@ -65,8 +66,8 @@ def test_quick_mode_runs_every_comparison_and_its_results_files_hold_what_the_ru
     assert elbo["settings"]["loss"] == "elbo" and elbo["val_elbo"]["3"] == val[-1]  # Fig. 5: its log's last value
     assert [r["settings"]["conv"] for r in res["departures"]["runs"]] == [3, 3, 0, 3]
     assert res["departures"]["runs"][0] == res["tab4"]["runs"][0]  # one absorbing run, measured once
-    assert res["tab3"]["runs"][0]["samples"]["16 paper"]["flags"] == ["--sample-steps", "16", *reproduce.PAPER_SAMPLER]
-    assert set(res["tab3"]["runs"][0]["samples"]) == {f"{S} {name}" for S in (64, 16) for name, _ in reproduce.SAMPLERS}
+    assert res["tab3"]["runs"][0]["samples"]["16 paper"]["flags"] == ["--sample-steps", "16", *tables.PAPER_SAMPLER]
+    assert set(res["tab3"]["runs"][0]["samples"]) == {f"{S} {name}" for S in (64, 16) for name, _ in tables.SAMPLERS}
     asked = res["guidance"]["runs"][0]["samples"]["2 square"]
     assert asked["flags"] == ["--class", "square", "--guidance", "2"] and asked["judged"] == 6  # PRDC needs 6
     assert res["fig4"]["runs"][0]["samples"]["0.7 windows"]["judged"] == 18  # 40x40 px samples: 3x3 windows each
@@ -114,10 +115,10 @@ def test_missing_tokenizer_and_bad_flags(tmp_path):
                   ["--prior-steps", "0"], ["--per-class", "1"]):
         with pytest.raises(SystemExit):
             reproduce.get_args(flags)
-    assert reproduce.cell([1.0, 3.0]) == "2.000 +- 1.414" and reproduce.cell([0.5], "{:.1%}") == "50.0%"
+    assert tables.cell([1.0, 3.0]) == "2.000 +- 1.414" and tables.cell([0.5], "{:.1%}") == "50.0%"
 
 
-RESULTS = sorted((reproduce.REPO / "results").glob("*.json"))
+RESULTS = sorted((tables.REPO / "results").glob("*.json"))
 NOT_THE_MODEL = {"codes", "out_dir", "device", "bf16", "resume", "compile", "log_every", "eval_every", "val_draws",
                  "sample_every", "sample_steps", "ckpt_every", "keep_every", "data_dir", "num_workers",
                  "encode_only"}  # where, how and what a run reports
@@ -125,9 +126,9 @@ NOT_THE_MODEL = {"codes", "out_dir", "device", "bf16", "resume", "compile", "log
 
 @pytest.mark.parametrize("path", RESULTS, ids=[p.stem for p in RESULTS])
 def test_each_results_table_in_the_documents_is_rendered_from_its_file(path):
-    doc, renderer = reproduce.TABLES[path.stem]
-    start, end = reproduce.block(path.stem)
-    text = (reproduce.REPO / doc).read_text()
+    doc, renderer = tables.TABLES[path.stem]
+    start, end = tables.block(path.stem)
+    text = (tables.REPO / doc).read_text()
     assert start in text and end in text, f"{doc} lost the markers of results/{path.name}"
     shown = text.split(start, 1)[1].split(end, 1)[0]
     assert shown == f"\n{renderer(json.loads(path.read_text()))}\n", \
@@ -148,7 +149,7 @@ def stale(res, name):
             today["max_steps"] = today["max_steps"] or absorbing.MAX_STEPS
         today = json.loads(json.dumps(today))  # tuples as the file's lists
         found += [f"results/{name}.json, {r['label']} seed {r['seed']}: made with {key} = {r['settings'][key]}, "
-                  f"today's is {value}: rerun {res['command']} to remake the table in {reproduce.TABLES[name][0]}"
+                  f"today's is {value}: rerun {res['command']} to remake the table in {tables.TABLES[name][0]}"
                   for key, value in today.items()
                   if key not in NOT_THE_MODEL and value is not None and r["settings"].get(key, value) != value]
     return found
@@ -174,17 +175,17 @@ def test_each_results_run_was_made_with_todays_defaults_and_its_own_flags(path, 
 
 def test_render_replaces_the_table_between_the_markers_only(tmp_path):
     res = {"command": "python reproduce.py --claims mask_replace", "cpu": "a CPU", "n_samples": 2, "runs": []}
-    for name, label, flags in reproduce.KINDS:
+    for name, label, flags in tables.KINDS:
         T = 64 if name == "abs" else 100
         samples = {f"{S} {post}": dict(valid=0.5, kinds={}, fid=1.0, seconds_per_image=0.01, revised=0.0)
                    for S in (T, T // 4, round(T / 10)) for post in ("exact", "shortcut")}
         res["runs"].append(dict(name=name, label=label, seed=0, flags=[str(f) for f in flags], T=T, bound=0.7,
                                 samples=samples, settings={}))
-    (tmp_path / "REPRODUCTION.md").write_text("before\n" + "\n".join(reproduce.block("mask_replace")) + "\nafter\n")
-    reproduce.render("mask_replace", res, repo=tmp_path)
+    (tmp_path / "REPRODUCTION.md").write_text("before\n" + "\n".join(tables.block("mask_replace")) + "\nafter\n")
+    tables.render("mask_replace", res, repo=tmp_path)
     text = (tmp_path / "REPRODUCTION.md").read_text()
     assert text.startswith("before\n") and text.endswith("\nafter\n")
     assert "| absorbing | 64; 64, 16, 6 | 0.700 | 50.0% |" in text
     (tmp_path / "REPRODUCTION.md").write_text("no markers")
     with pytest.raises(SystemExit, match="REPRODUCTION.md has no markers for results/mask_replace.json"):
-        reproduce.render("mask_replace", res, repo=tmp_path)
+        tables.render("mask_replace", res, repo=tmp_path)
