@@ -202,8 +202,8 @@ def classifier_quality(args, device):
     """--features classifier: the Frechet distance and PRDC of the fake images to real held-out images in the
     features of the real set's classifier, and the class accuracy of guided fakes; the floor of each beside it:
     as many real training images against the same held-out ones, and the classifier's held-out accuracy."""
-    if not (args.real and args.fake):
-        raise SystemExit("error: --features classifier needs --real, a labelled set, and --fake, a folder")
+    if not (args.real and (args.fake or args.vqgan)):
+        raise SystemExit("error: --features classifier needs --real, a labelled set, and --fake, a folder, or --vqgan")
     train, val, labels, classes, val_labels = load_data(args.real, args.data_dir, args.img_size)
     if not classes:
         raise SystemExit(f"error: {args.real} has no classes, so no classifier to train; --features classifier "
@@ -211,8 +211,10 @@ def classifier_quality(args, device):
     path = args.classifier or Path("out") / f"classifier_{Path(str(args.real)).name}_{args.img_size}px.pt"
     net = classifier.cached(path, args.real, train, labels, classes, args.img_size, args.classifier_steps, device)
     held, held_labels = some(val, val_labels, args.num, seed=1)
-    real_train, _ = some(train, labels, args.num, seed=2)
-    fake = load_images(args.fake, args.num, args.img_size, seed=1)
+    real_train, train_labels = some(train, labels, args.num, seed=2)
+    # --vqgan: the floor's own training images, reconstructed, so that the two rows differ by the tokenizer only
+    fake = reconstructed(args.vqgan, real_train, device) if args.vqgan else \
+        load_images(args.fake, args.num, args.img_size, seed=1)
     embed = net[0]
     held_feats = features_of(embed, held, device, desc="held-out features")
     results = dict(features=f"{FEATURE_LABELS['classifier']} ({path})", **quality(
@@ -221,7 +223,7 @@ def classifier_quality(args, device):
     results.update({f"floor_{k}": v for k, v in floor.items() if k in ("fid", "precision", "recall")})
     results["floor_accuracy"], results["floor_accuracy_err"] = classifier.accuracy(
         classifier.predict(net, held, device), held_labels)
-    wanted = requested_classes(fake, Path(args.fake), classes)
+    wanted = train_labels if args.vqgan else requested_classes(fake, Path(args.fake), classes)
     if wanted is not None:
         results["class_accuracy"], results["class_accuracy_err"] = classifier.accuracy(
             classifier.predict(net, fake, device), wanted)
@@ -270,6 +272,16 @@ def likelihood(ckpt_path, codes_path, draws, device, seed=0, bf16=False):
 
 # -----------------------------------------------------------------------------
 # Reconstruction quality of the VQGAN (Tab. 5)
+
+
+@torch.no_grad()
+def reconstructed(vqgan_path, images, device, batch_size=64):
+    """The VQGAN's reconstructions of a dataset of uint8 images: uint8 (N, S, S, 3)."""
+    vq = load_vqgan(vqgan_path, device)
+    if vq is None:
+        raise SystemExit(f"error: VQGAN checkpoint {vqgan_path} does not exist")
+    return torch.cat([to_uint8(vq(to_float(batch.to(device)))[0])
+                      for batch in torch.utils.data.DataLoader(images, batch_size=batch_size)])
 
 
 @torch.no_grad()
@@ -441,7 +453,7 @@ def main(args):
         results.update(stats, dtype="bfloat16" if bf16 else "float32")
         if args.per_image:
             np.save(args.per_image, per_image)
-    if args.vqgan:
+    if args.vqgan and args.features != "classifier":
         images = load_images(args.real, args.num, args.img_size, seed=1, data_dir=args.data_dir)  # held-out for shapes
         results.update(reconstruction(args.vqgan, images, embed, device, judge=args.real == "shapes"))
     if args.speed:
@@ -496,7 +508,8 @@ def get_args(argv=None):
     p.add_argument("--codes", default=None, help="codes.npy whose held-out part is scored")
     p.add_argument("--draws", type=positive_int, default=8, help="(t, mask) draws per image for the ELBO")
     p.add_argument("--per-image", default=None, help="write the per-image ELBO (bits per token) to this .npy")
-    p.add_argument("--vqgan", default=None, help="VQGAN checkpoint whose reconstructions of --real are scored")
+    p.add_argument("--vqgan", default=None, help="VQGAN checkpoint whose reconstructions of --real are scored "
+                   "(--features classifier: of the training images of its floor)")
     p.add_argument("--speed", action="store_true", help="time sampling and training")
     p.add_argument("--preset", choices=sorted(PRIOR_PRESETS), default="paper", help="model size (--speed, no --ckpt)")
     p.add_argument("--latent", type=positive_int, default=16, help="code grid side for --speed without --ckpt")
@@ -522,9 +535,9 @@ def get_args(argv=None):
         p.error("--vqgan needs --real, the images to reconstruct")
     if args.crop_stride and (not args.fake or args.fake == "shapes"):
         p.error("--crop-stride cuts the images of a --fake folder (samples from sample.py --latent-size)")
-    if args.features == "classifier" and (args.vqgan or args.crop_stride or args.real_features):
-        p.error("--features classifier scores a --fake folder against --real's held-out images; --vqgan, "
-                "--crop-stride and precomputed features take --features inception or random")
+    if args.features == "classifier" and (args.vqgan and args.fake or args.crop_stride or args.real_features):
+        p.error("--features classifier scores a --fake folder or --vqgan's reconstructions (one of them) against "
+                "--real's held-out images; --crop-stride and precomputed features take --features inception or random")
     return args
 
 

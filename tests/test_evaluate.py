@@ -127,7 +127,8 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
                                    ["--real-features", "r.npy"], ["--real", "shapes", "--real-features", "r.npy",
                                                                   "--fake-features", "f.npy"], ["--nearest-k", "0"],
                                    ["--real", "shapes", "--fake", "shapes", "--crop-stride", "4"],
-                                   ["--real", "shapes", "--vqgan", "v.pt", "--features", "classifier"]])
+                                   ["--real", "shapes", "--vqgan", "v.pt", "--fake", "shapes", "--features",
+                                    "classifier"]])
 def test_bad_flag_combinations_are_rejected(flags, capsys):
     with pytest.raises(SystemExit):
         evaluate.get_args(flags)
@@ -347,7 +348,8 @@ def two_colour_folder(root, n, seed):
 
 
 @pytest.mark.filterwarnings("ignore:Matrix is singular")  # the grey fakes are all one image
-def test_the_sets_own_classifier_scores_guided_samples_beside_their_floor(tmp_path, capsys):
+def test_the_sets_own_classifier_scores_guided_samples_and_reconstructions_beside_their_floor(tmp_path, capsys,
+                                                                                          monkeypatch, tiny_run):
     two_colour_folder(tmp_path / "real", 60, seed=0)
     val = data.load_data(str(tmp_path / "real"), None, 32)[1]  # the held-out images, in their class folders
     for right, wrong in (("blue", "red"), ("red", "blue")):
@@ -373,6 +375,18 @@ def test_the_sets_own_classifier_scores_guided_samples_beside_their_floor(tmp_pa
     grey = run(capsys, *flags, "--fake", str(tmp_path / "grey"))
     assert "class_accuracy" not in grey and grey["fid"] > 10 * grey["floor_fid"]  # not guided; far from real
     assert "training the classifier" not in capsys.readouterr().err  # trained once, on the first call
+    # --vqgan: the floor's training images reconstructed, scored with their own labels
+    monkeypatch.setattr(evaluate, "reconstructed", lambda path, images, device: torch.stack(list(images)))
+    perfect = run(capsys, *flags, "--vqgan", "perfect.pt")
+    assert perfect["fid"] == pytest.approx(perfect["floor_fid"]) and perfect["class_accuracy"] == 1.0
+    monkeypatch.setattr(evaluate, "reconstructed", lambda path, images, device: torch.stack(list(images)).flip(-1))
+    assert run(capsys, *flags, "--vqgan", "swaps_red_and_blue.pt")["class_accuracy"] == 0.0
+    monkeypatch.undo()
+    real = run(capsys, *flags, "--vqgan", str(tiny_run / "vqgan.pt"))  # a VQGAN of 3 steps: far from its floor
+    assert real["fid"] > 2 * real["floor_fid"] and 0 <= real["class_accuracy"] <= 1
+    with pytest.raises(SystemExit, match="does not exist") as e:
+        evaluate.main(evaluate.get_args([*flags, "--vqgan", str(tmp_path / "none.pt")]))
+    assert "\n" not in str(e.value)
     two_colour_folder(tmp_path / "other" / "x", 3, seed=1)
     with pytest.raises(SystemExit, match="is the classifier of") as e:  # a cached network of another set
         evaluate.main(evaluate.get_args([*flags[:1], str(tmp_path / "other" / "x"), *flags[2:], "--fake",
