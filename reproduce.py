@@ -133,9 +133,22 @@ def quickstart(args, out, small):
                            valid=judged(snapshot, out / f"curve_{snapshot.stem}", args.curve_samples,
                                         "--sample-steps", T)["valid"])
                       for snapshot in sorted(out.glob("absorbing_[0-9]*.pt"))]  # the weights every --curve-every
+    kept = REPO / "results" / "quickstart.json"
+    elsewhere = times_elsewhere(json.loads(kept.read_text()), [vq, first]) if kept.is_file() and not args.quick else []
     write_results(out, "quickstart", results(args, f"python reproduce.py --claims quickstart --seeds {args.seeds}",
                                              [vq] + [r for _, r in priors], T=T, seconds=seconds, total_steps=total,
-                                             curve_samples=args.curve_samples), args.quick)
+                                             curve_samples=args.curve_samples, timed_elsewhere=elsewhere), args.quick)
+
+
+def times_elsewhere(previous, runs):
+    """The stage times of a previous quick-start results file, and those it kept, on CPUs other than this one, when
+    its VQGAN and prior had the settings of these runs but for where they wrote: the same recipe timed elsewhere."""
+    def recipe(r):
+        return {k: v for k, v in r["settings"].items() if k not in ("out_dir", "codes")}
+    if [recipe(r) for r in previous["runs"][:2]] != [recipe(r) for r in runs]:
+        return []
+    timed = [dict(cpu=previous["cpu"], seconds=previous["seconds"]), *previous["timed_elsewhere"]]
+    return [t for t in timed if t["cpu"] != cpu_description()]
 
 
 def unconditional(args, out, codes, name, done):
@@ -229,8 +242,9 @@ def real_set(args, out):
         raise SystemExit(f"error: {run_dir} already holds a VQGAN; the run is timed from nothing: a new --out-dir")
     short = ["--max-steps", 3] if args.quick else []
     seconds, start = {}, time.perf_counter()
-    _, vq = trained("vqgan.py", run_dir, ["--data", args.real_set, *get, *short, *(["--batch-size", 8] * args.quick)],
-                    name="vqgan", label="the VQGAN", seed=0)
+    vq_path, vq = trained("vqgan.py", run_dir, ["--data", args.real_set, *get, *short,
+                                                *(["--batch-size", 8] * args.quick)], name="vqgan", label="the VQGAN",
+                          seed=0)
     seconds["VQGAN"], start = time.perf_counter() - start, time.perf_counter()
     prior, r = trained("absorbing.py", run_dir, [*args.small, *short], run_dir / "codes.npy", name="prior",
                        label="the prior", seed=0)
@@ -238,14 +252,16 @@ def real_set(args, out):
     classes = json.loads((run_dir / "codes.json").read_text())["classes"]
     n, size = args.per_class * len(classes), vq["settings"]["img_size"]
     real = ["--real", args.real_set, *get, "--img-size", size, "--num", n, "--json"]
+    by_classifier = [*real, "--features", "classifier", "--classifier",
+                     out / f"classifier_{Path(args.real_set).name}.pt", *(["--classifier-steps", 3] * args.quick)]
+    vq["reconstructions"] = run("evaluate.py", *by_classifier, "--vqgan", vq_path)
     r["samples"] = {}
     for w in (1, 2):
         fake = run_dir / f"fake_w{w}"
         for k in range(len(classes)):  # subfolders named by class index: what evaluate.py reads as the class asked
             run("sample.py", "--ckpt", prior, "--class", k, "--guidance", w, "--n-samples", args.per_class,
                 "--batch-size", 250, "--images", fake / str(k), "--out", f"{fake}_{k}.png")
-        s = run("evaluate.py", *real, "--fake", fake, "--features", "classifier", "--classifier",
-                out / f"classifier_{Path(args.real_set).name}.pt", *(["--classifier-steps", 3] * args.quick))
+        s = run("evaluate.py", *by_classifier, "--fake", fake)
         s["random_fid"] = run("evaluate.py", *real, "--fake", fake, "--features", "random")["fid"]
         r["samples"][str(w)] = s
     images = [torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1)

@@ -54,19 +54,23 @@ def render_quickstart(res):
     per_seed = {S: " / ".join(pct(r["samples"][S]["valid"]) for r in priors) for S in (str(T), str(T // 4))}
     which = f" (prior seeds {' / '.join(str(r['seed']) for r in priors)})" if len(priors) > 1 else ""
     text = (f"- **Takes** {sum(sec.values()) / 60:.1f} minutes on {res['cpu']}: VQGAN {sec['VQGAN'] / 60:.1f}, prior "
-            f"{sec['prior'] / 60:.1f}, 64 samples {sec['64 samples']:.0f} s.\n"
+            f"{sec['prior'] / 60:.1f}, 64 samples {sec['64 samples']:.0f} s"
+            + "".join(f"; {sum(t['seconds'].values()) / 60:.1f} minutes on {t['cpu']}: VQGAN "
+                      f"{t['seconds']['VQGAN'] / 60:.1f}, prior {t['seconds']['prior'] / 60:.1f}"
+                      for t in res["timed_elsewhere"]) + ".\n"
             f"- **Expect** {per_seed[str(T)]}{which} of the samples to be valid with one network call per code (S = T "
             f"= {T} calls), {per_seed[str(T // 4)]} with S = T/4 = {T // 4} calls, and {pct(rec['valid'])} of the "
             "VQGAN's reconstructions of held-out images.\n\n")
     kinds, broken = " / ".join(rec["kinds"]), " / ".join(rec["invalid"])
     rows = [f"| reconstructions of held-out images | {pct(rec['valid'])} | "
             f"{' / '.join(map(str, rec['kinds'].values()))} | {' / '.join(map(str, rec['invalid'].values()))} |"]
-    for r in priors:
-        for S, s in r["samples"].items():
-            rows.append(f"| samples, S = {S}, prior seed {r['seed']} | {pct(s['valid'])} | "
-                        f"{' / '.join(map(str, s['kinds'].values()))} | "
-                        f"{' / '.join(map(str, s['invalid'].values()))} |")
-    text += (f"| images ({res['n_samples']} judged each) | valid | {kinds} (valid ones) | broken first: {broken} |\n"
+    for S in priors[0]["samples"]:  # each prior's share valid; the counts summed over the priors
+        runs = [r["samples"][S] for r in priors]
+        rows.append(f"| samples, S = {S} | {' / '.join(pct(s['valid']) for s in runs)} | "
+                    + " / ".join(str(sum(s["kinds"][k] for s in runs)) for k in rec["kinds"]) + " | "
+                    + " / ".join(str(sum(s["invalid"][k] for s in runs)) for k in rec["invalid"]) + " |")
+    text += (f"| images ({res['n_samples']} judged each{', a prior seed each' * (len(priors) > 1)}) | valid | "
+             f"{kinds} (valid ones, all seeds) | broken first, all seeds: {broken} |\n"
              "|---|---|---|---|\n" + "\n".join(rows) + "\n\n")
     curve = priors[0]["curve"]
     minutes = [(sec["VQGAN"] + sec["prior"] * c["step"] / res["total_steps"]) / 60 for c in curve]
@@ -232,6 +236,9 @@ def render_real_set(res):
     rows = [f"| samples, `--guidance {w}` | {100 * s['class_accuracy']:.1f} +- {100 * s['class_accuracy_err']:.1f}% | "
             f"{s['fid']:.2f} | {s['precision']:.2f} | {s['recall']:.2f} | {s['random_fid']:.2f} |"
             for w, s in sorted(r["samples"].items(), reverse=True)]
+    q = res["runs"][0]["reconstructions"]
+    rows.append(f"| the VQGAN's reconstructions of the floor's images | {100 * q['class_accuracy']:.1f} +- "
+                f"{100 * q['class_accuracy_err']:.1f}% | {q['fid']:.2f} | {q['precision']:.2f} | {q['recall']:.2f} | |")
     s = r["samples"]["2"]
     rows.append(f"| the floor: real images | {100 * s['floor_accuracy']:.1f} +- {100 * s['floor_accuracy_err']:.1f}% "
                 f"(held-out) | {s['floor_fid']:.2f} (training images) | {s['floor_precision']:.2f} | "

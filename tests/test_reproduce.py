@@ -91,6 +91,8 @@ def test_quick_mode_runs_every_comparison_and_its_results_files_hold_what_the_ru
                         tmp_path / "classifier_set.pt", "--json")  # the cached classifier, the same images
     assert guided["class_accuracy"] == scores["class_accuracy"] and guided["fid"] == scores["fid"]
     assert guided["features"].startswith("a small CNN trained on the real")
+    rebuilt = real["runs"][0]["reconstructions"]  # the VQGAN's reconstructions of the floor's own training images
+    assert rebuilt["floor_fid"] == guided["floor_fid"] and 0 <= rebuilt["class_accuracy"] <= 1
     assert len(list((tmp_path / "real_set" / "fake_w2" / "square").glob("*.png"))) == 0  # folders by class index
     assert len(list((tmp_path / "real_set" / "fake_w2" / "1").glob("*.png"))) == 2
     assert Image.open(tmp_path / "set_classes.png").size == (2 * 33 + 1, 3 * 33 + 1)  # a row of 2 per class
@@ -116,6 +118,20 @@ def test_missing_tokenizer_and_bad_flags(tmp_path):
         with pytest.raises(SystemExit):
             reproduce.get_args(flags)
     assert tables.cell([1.0, 3.0]) == "2.000 +- 1.414" and tables.cell([0.5], "{:.1%}") == "50.0%"
+
+
+def test_a_quick_start_timed_on_another_cpu_is_kept_beside_the_new_time_when_the_recipe_is_the_same(monkeypatch):
+    def runs(where, lr):
+        return [dict(settings=dict(out_dir=where, max_steps=1200)),
+                dict(settings=dict(out_dir=where, codes=where, lr=lr))]
+    times = {"VQGAN": 60.0, "prior": 120.0, "64 samples": 6.0}
+    previous = dict(cpu="CPU A", seconds=times, timed_elsewhere=[dict(cpu="CPU B", seconds=times)], runs=runs("/a", 1))
+    monkeypatch.setattr(reproduce, "cpu_description", lambda: "CPU B")
+    assert reproduce.times_elsewhere(previous, runs("/b", 1)) == [dict(cpu="CPU A", seconds=times)]  # B: this run's
+    assert reproduce.times_elsewhere(previous, runs("/b", 2)) == []  # another recipe: its times say nothing of this
+    res = json.loads((tables.REPO / "results" / "quickstart.json").read_text())
+    res["timed_elsewhere"] = [dict(cpu="CPU A", seconds=times)]
+    assert "; 3.1 minutes on CPU A: VQGAN 1.0, prior 2.0." in tables.render_quickstart(res)
 
 
 RESULTS = sorted((tables.REPO / "results").glob("*.json"))
