@@ -122,11 +122,12 @@ def test_missing_tokenizer_and_bad_flags(tmp_path):
 
 def test_a_quick_start_timed_on_another_cpu_is_kept_beside_the_new_time_when_the_recipe_is_the_same(monkeypatch):
     def runs(where, lr):
-        return [dict(settings=dict(out_dir=where, max_steps=1200)),
+        return [dict(settings=dict(out_dir=where, max_steps=1200, ch_mult=[1, 2] if where == "/a" else (1, 2))),
                 dict(settings=dict(out_dir=where, codes=where, lr=lr))]
     times = {"VQGAN": 60.0, "prior": 120.0, "64 samples": 6.0}
     previous = dict(cpu="CPU A", seconds=times, timed_elsewhere=[dict(cpu="CPU B", seconds=times)], runs=runs("/a", 1))
     monkeypatch.setattr(reproduce, "cpu_description", lambda: "CPU B")
+    # the previous file's settings read back from JSON (lists), this run's from its checkpoints (tuples)
     assert reproduce.times_elsewhere(previous, runs("/b", 1)) == [dict(cpu="CPU A", seconds=times)]  # B: this run's
     assert reproduce.times_elsewhere(previous, runs("/b", 2)) == []  # another recipe: its times say nothing of this
     res = json.loads((tables.REPO / "results" / "quickstart.json").read_text())
