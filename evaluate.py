@@ -274,12 +274,22 @@ def likelihood(ckpt_path, codes_path, draws, device, seed=0, bf16=False):
 # Reconstruction quality of the VQGAN (Tab. 5)
 
 
-@torch.no_grad()
-def reconstructed(vqgan_path, images, device, batch_size=64):
-    """The VQGAN's reconstructions of a dataset of uint8 images: uint8 (N, S, S, 3)."""
+def vqgan_for(vqgan_path, images, device):
+    """The VQGAN of a checkpoint that reconstructs these images: a one-line error if there is none, or if it was
+    trained at another image size than the images are loaded at (--img-size)."""
     vq = load_vqgan(vqgan_path, device)
     if vq is None:
         raise SystemExit(f"error: VQGAN checkpoint {vqgan_path} does not exist")
+    if len(images) and images[0].shape[0] != vq.cfg.img_size:
+        raise SystemExit(f"error: {vqgan_path} was trained on {vq.cfg.img_size}px images, these are loaded at "
+                         f"{images[0].shape[0]}px: pass --img-size {vq.cfg.img_size}")
+    return vq
+
+
+@torch.no_grad()
+def reconstructed(vqgan_path, images, device, batch_size=64):
+    """The VQGAN's reconstructions of a dataset of uint8 images: uint8 (N, S, S, 3)."""
+    vq = vqgan_for(vqgan_path, images, device)
     return torch.cat([to_uint8(vq(to_float(batch.to(device)))[0])
                       for batch in torch.utils.data.DataLoader(images, batch_size=batch_size)])
 
@@ -288,9 +298,7 @@ def reconstructed(vqgan_path, images, device, batch_size=64):
 def reconstruction(vqgan_path, images, embed, device, judge=False, batch_size=64):
     """PSNR, LPIPS, reconstruction FID, the codebook's usage and redundancy, and (judge) the shapes rule's verdict
     on the reconstructions of a dataset of uint8 images."""
-    vq = load_vqgan(vqgan_path, device)
-    if vq is None:
-        raise SystemExit(f"error: VQGAN checkpoint {vqgan_path} does not exist")
+    vq = vqgan_for(vqgan_path, images, device)
     try:
         lpips = load_lpips(device)
     except SystemExit as e:

@@ -387,6 +387,10 @@ def test_the_sets_own_classifier_scores_guided_samples_and_reconstructions_besid
     with pytest.raises(SystemExit, match="does not exist") as e:
         evaluate.main(evaluate.get_args([*flags, "--vqgan", str(tmp_path / "none.pt")]))
     assert "\n" not in str(e.value)
+    with pytest.raises(SystemExit, match="trained on 32px images, these are loaded at 28px: pass --img-size 32") as e:
+        evaluate.main(evaluate.get_args([*flags, "--img-size", "28", "--classifier", str(tmp_path / "c28.pt"),
+                                         "--classifier-steps", "2", "--vqgan", str(tiny_run / "vqgan.pt")]))
+    assert "\n" not in str(e.value)
     two_colour_folder(tmp_path / "other" / "x", 3, seed=1)
     with pytest.raises(SystemExit, match="is the classifier of") as e:  # a cached network of another set
         evaluate.main(evaluate.get_args([*flags[:1], str(tmp_path / "other" / "x"), *flags[2:], "--fake",
