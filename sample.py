@@ -69,8 +69,9 @@ def guided(model, label, weight):
     guidance, Ho & Salimans 2022): logits = uncond + weight * (cond - uncond), both from one batched call.
     weight 0 is the unconditional model, 1 the plain conditional one, > 1 pushes further towards the class."""
     def net(x_t, positions=None, **inputs):  # inputs: the time t (B,) of a prior that sees it
-        if weight == 0:  # no conditional call needed
-            return model(x_t, positions, **inputs)
+        if weight in (0, 1):  # one of the two terms alone: a single call of B rows
+            y = torch.full((len(x_t),), label if weight else model.cfg.n_classes, device=x_t.device)
+            return model(x_t, positions, y=y, **inputs)
         y = torch.tensor([label, model.cfg.n_classes], device=x_t.device).repeat_interleave(len(x_t))  # (2B,)
         both_positions = None if positions is None else torch.cat([positions, positions + x_t.numel()])
         both = model(torch.cat([x_t, x_t]), both_positions, y=y, **{k: torch.cat([v, v]) for k, v in inputs.items()})
