@@ -33,9 +33,10 @@ from data import (STANDARD_SETS, code_redundancy, codebook_usage, load_data, med
                   write_codes)
 
 # -----------------------------------------------------------------------------
-# Presets, named by the image size they are for. '32px' (and '64px') train on a laptop CPU in minutes; '256px'
+# Presets, named by the image size they are for. '28px', '32px' and '64px' train on a laptop CPU in minutes; '256px'
 # holds the paper's hyperparameters (Appendix A and the official code): f=16, 16x16 codes. The dataset names are
-# aliases: shapes is 32px, ffhq, churches and bedrooms are 256px with the paper's number of steps for each.
+# aliases: shapes and cifar10 are 32px, mnist and fashion-mnist 28px (at 7x7 codes Fashion-MNIST's textures are lost),
+# ffhq, churches and bedrooms are 256px with the paper's number of steps for each.
 
 PAPER = dict(img_size=256, nf=128, ch_mult=(1, 1, 2, 2, 4), res_blocks=2, attn_resolutions=(16,), emb_dim=256,
              codebook_size=1024, beta=0.25, local_encoder=False, restart_after=0, norm="group", ndf=64, disc_layers=3,
@@ -45,14 +46,16 @@ SMALL = dict(img_size=32, nf=32, ch_mult=(1, 2, 2), res_blocks=1, attn_resolutio
              codebook_size=128, beta=0.25, local_encoder=True, restart_after=50, norm="position", ndf=32, disc_layers=2,
              disc_start=1000, lambda_max=1.0, perceptual_weight=0.0, lr=1e-3, lr_decay="cosine",
              codebook_lr_mult=10.0, batch_size=32, max_steps=1200)
+SMALL28 = dict(SMALL, img_size=28, ch_mult=(1, 2), attn_resolutions=(14,))  # f = 2: 14x14 codes, for the textures
 PRESETS = {
+    "28px": SMALL28,
     "32px": SMALL,  # f = 4: 8x8 codes
     "64px": dict(SMALL, img_size=64, nf=48, ch_mult=(1, 2, 2, 2), codebook_size=256, disc_layers=3,
                  max_steps=2000),  # f = 8: 8x8 codes
     "256px": PAPER,
     "shapes": SMALL,
-    "mnist": dict(SMALL, img_size=28, attn_resolutions=(7,)),  # 28 px: 7x7 codes
-    "fashion-mnist": dict(SMALL, img_size=28, attn_resolutions=(7,)),
+    "mnist": SMALL28,
+    "fashion-mnist": SMALL28,
     "cifar10": SMALL,
     "ffhq": PAPER,
     "churches": dict(PAPER, max_steps=2_200_000),
@@ -61,12 +64,12 @@ PRESETS = {
 
 def preset_for_folder(folder, img_size=None):
     """(preset name, the image side to train at, why) for an image folder: the largest scale preset whose image size
-    is at most the images' (their median shorter side, or --img-size), 32px at least, so that small images get a
-    small model at their own size instead of being up-scaled to the paper's 256 px. Images smaller than the 32px
-    preset keep their size when its down-sampling factor divides it (28 px: 7x7 codes), else are resized up."""
+    is at most the images' (their median shorter side, or --img-size), 28px at least, so that small images get a
+    small model at their own size instead of being up-scaled to the paper's 256 px. Images smaller than the 28px
+    preset keep their size when its down-sampling factor divides it (20 px: 10x10 codes), else are resized up."""
     side, why = (img_size, "--img-size") if img_size else median_side(folder)
-    name = max((n for n in ("32px", "64px", "256px") if PRESETS[n]["img_size"] <= (side or 0)),
-               key=lambda n: PRESETS[n]["img_size"], default="32px")
+    name = max((n for n in ("28px", "32px", "64px", "256px") if PRESETS[n]["img_size"] <= (side or 0)),
+               key=lambda n: PRESETS[n]["img_size"], default="28px")
     preset, why = PRESETS[name], f"{side} px ({why})" if side else why
     f = 2 ** (len(preset["ch_mult"]) - 1)
     if side and side < preset["img_size"] and side % f == 0:

@@ -251,16 +251,17 @@ def test_subfolders_are_classes_only_when_every_image_has_one(tmp_path):
 
 
 @pytest.mark.parametrize("side,preset,size,how", [
-    (28, "32px", 28, "trained at their own size: 7x7 codes"),
-    (30, "32px", 32, "resized up to 32 px (not a multiple of 4)"),
-    (48, "32px", 32, ""), (64, "64px", 64, ""), (200, "64px", 64, ""), (300, "256px", 256, "")])
+    (20, "28px", 20, "trained at their own size: 10x10 codes"),
+    (21, "28px", 28, "resized up to 28 px (not a multiple of 2)"),
+    (28, "28px", 28, ""), (30, "28px", 28, ""), (48, "32px", 32, ""), (64, "64px", 64, ""), (200, "64px", 64, ""),
+    (300, "256px", 256, "")])
 def test_a_folder_gets_the_preset_of_its_image_size(tmp_path, capsys, side, preset, size, how):
     for i in range(5):
         Image.new("RGB", (side + i, side), (i, 0, 0)).save(tmp_path / f"{i}.png")
     (tmp_path / "notes.txt").write_text("not an image")
     args = V.get_args(["--data", str(tmp_path)])
     assert args.preset == preset and args.img_size == size
-    assert args.attn_resolutions == ((7,) if side == 28 else V.PRESETS[preset]["attn_resolutions"])
+    assert args.attn_resolutions == ((10,) if side == 20 else V.PRESETS[preset]["attn_resolutions"])
     said = capsys.readouterr().out
     assert f"images of {side} px (the median shorter side of 5 of its images){', ' + how if how else ''} -> " \
            f"preset {preset}" in said
@@ -292,7 +293,7 @@ def test_a_standard_set_from_a_local_copy_and_offline_without_one(tmp_path, monk
     assert np.array_equal(got_train[3].numpy(), np.repeat(train[3][..., None], 3, -1))  # grey as RGB, 28 px
     assert D.load_data("fashion-mnist", str(tmp_path / "copy"), 32)[0][0].shape == (32, 32, 3)  # resized
     args = V.get_args(["--data", "mnist"])
-    assert (args.img_size, args.attn_resolutions, args.num_workers) == (28, (7,), 0)
+    assert (args.img_size, args.ch_mult, args.attn_resolutions, args.num_workers) == (28, (1, 2), (14,), 0)
     with pytest.raises(SystemExit, match="cannot get mnist from https://.* put train-images-idx3-ubyte.gz, .* into "
                                          "a folder and pass --data-dir FOLDER"):
         D.load_data("mnist", None, 28)  # offline here: torchvision's download fails, in one line
@@ -310,7 +311,7 @@ def test_a_28px_folder_one_image_and_a_one_image_class_train(tmp_path, capsys):
     assert classes == ["a", "b"] and sorted(labels.tolist()) == [0] * 10 + [1] and len(val) == 1
     assert "class(es) b of" in capsys.readouterr().err  # kept for training, none held out
     run(tmp_path / "out", "--data", str(tmp_path / "imgs"), "--max-steps", "2", "--batch-size", "4")
-    assert np.load(tmp_path / "out" / "codes.npy").shape == (11, 7, 7)  # its own size: 7x7 codes
+    assert np.load(tmp_path / "out" / "codes.npy").shape == (11, 14, 14)  # the 28px preset: 14x14 codes
     assert json.loads((tmp_path / "out" / "codes.json").read_text())["classes"] == ["a", "b"]
     one = tmp_path / "one"
     one.mkdir()
