@@ -451,6 +451,20 @@ def test_transformer_is_bidirectional_and_predicts_codes_only():
     assert not torch.allclose(model(y)[:, 0], full[:, 0])
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_is_the_softmax_formula_in_float32_on_a_cpu_under_bf16_autocast(causal):
+    torch.manual_seed(0)
+    q, k, v = torch.randn(3, 2, 4, 6, 8, dtype=torch.float64).unbind(0)  # each (B, n_head, N, head size)
+    scores = q @ k.transpose(-1, -2) / math.sqrt(8)  # (B, n_head, N, N)
+    if causal:
+        scores = scores.masked_fill(torch.ones(6, 6, dtype=torch.bool).triu(1), float("-inf"))
+    want = scores.softmax(-1) @ v
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = TF.attention(q.float(), k.float(), v.float(), 0.0, causal)
+    assert got.dtype == torch.float32  # bf16 would round to about 3 digits
+    assert torch.allclose(got.double(), want, atol=1e-5)
+
+
 def test_block_convolutions_start_at_zero_and_see_the_neighbours_only():
     torch.manual_seed(0)
     cfg = dict(codebook_size=7, latent_h=5, latent_w=6, n_layer=1, n_head=2, n_embd=16)
