@@ -33,6 +33,7 @@ from PIL import Image
 from torchvision.utils import make_grid
 
 import common as C
+from sample import TEMPERATURE
 from shapes import SHAPE_KINDS
 from tables import (DEPARTURES, FIG5, KINDS, PRIORS, REPO, SAMPLERS, TAB4, TAB5, TABLES, render,
                     write_results)
@@ -66,9 +67,11 @@ def trained(script, run_dir, flags, codes=None, **about):
 def judged(ckpt, out, n, *flags, crop_stride=None, n_real=None):
     """Sample n images with sample.py, then judge and score them (or their crops) with evaluate.py against n (or
     n_real) shapes images: what a results file keeps of them, with the sampler's time per image and its share of
-    codes that a later step changed."""
+    codes that a later step changed. At temperature 1, the model's own distribution, unless the flags name one: the
+    comparisons compare models and samplers, not sample.py's default sharpening."""
+    at = [] if "--temperature" in flags else ["--temperature", 1.0]
     printed = run("sample.py", "--ckpt", ckpt, "--n-samples", n, "--batch-size", 250, "--images", out, "--out",
-                  f"{out}.png", *flags)
+                  f"{out}.png", *at, *flags)
     crops = ["--crop-stride", crop_stride] if crop_stride else []
     s = run("evaluate.py", "--real", "shapes", "--fake", out, "--features", "random", "--num", n_real or n, *crops,
             "--json")
@@ -125,13 +128,16 @@ def quickstart(args, out, small):
                                          out / "codes.npy", name="prior", label="the prior", seed=seed)
                                  for seed in range(1, args.seeds)]
     T = int(np.prod(np.load(out / "codes.npy", mmap_mode="r").shape[1:]))  # T = N = h w, the default
+    default = ["--temperature", TEMPERATURE]  # what python sample.py does; and a row at 1, the model's own
     for path, r in priors:
-        r["samples"] = {str(S): judged(path, path.parent / f"fake_{S}", args.n_samples, "--sample-steps", S)
+        r["samples"] = {str(S): judged(path, path.parent / f"fake_{S}", args.n_samples, "--sample-steps", S, *default)
                         for S in (T, T // 4)}
+        r["samples"][f"{T}, temperature 1"] = judged(path, path.parent / f"fake_{T}_t1", args.n_samples,
+                                                     "--sample-steps", T, "--temperature", 1.0)
     total = first["settings"]["max_steps"]
     first["curve"] = [dict(step=int(snapshot.stem.split("_")[1]),
                            valid=judged(snapshot, out / f"curve_{snapshot.stem}", args.curve_samples,
-                                        "--sample-steps", T)["valid"])
+                                        "--sample-steps", T, *default)["valid"])
                       for snapshot in sorted(out.glob("absorbing_[0-9]*.pt"))]  # the weights every --curve-every
     kept = REPO / "results" / "quickstart.json"
     elsewhere = times_elsewhere(json.loads(kept.read_text()), [vq, first]) if kept.is_file() and not args.quick else []
@@ -259,8 +265,9 @@ def real_set(args, out):
     for w in (1, 2):
         fake = run_dir / f"fake_w{w}"
         for k in range(len(classes)):  # subfolders named by class index: what evaluate.py reads as the class asked
-            run("sample.py", "--ckpt", prior, "--class", k, "--guidance", w, "--n-samples", args.per_class,
-                "--batch-size", 250, "--images", fake / str(k), "--out", f"{fake}_{k}.png")
+            run("sample.py", "--ckpt", prior, "--class", k, "--guidance", w, "--temperature", 1.0,
+                "--n-samples", args.per_class, "--batch-size", 250, "--images", fake / str(k),
+                "--out", f"{fake}_{k}.png")
         s = run("evaluate.py", *by_classifier, "--fake", fake)
         s["random_fid"] = run("evaluate.py", *real, "--fake", fake, "--features", "random")["fid"]
         r["samples"][str(w)] = s

@@ -206,3 +206,22 @@ def test_render_replaces_the_table_between_the_markers_only(tmp_path):
     (tmp_path / "REPRODUCTION.md").write_text("no markers")
     with pytest.raises(SystemExit, match="REPRODUCTION.md has no markers for results/mask_replace.json"):
         tables.render("mask_replace", res, repo=tmp_path)
+
+
+def test_comparisons_sample_at_temperature_1_unless_told_and_the_quick_start_at_sample_pys_default(monkeypatch):
+    import sample
+    calls = []
+
+    def fake_run(*argv):
+        calls.append([str(a) for a in argv])
+        if argv[0] == "sample.py":
+            return "sampled (0.01 s per image)"
+        return dict(shape_valid=1.0, shape_kinds={}, shape_invalid={}, shape_judged=1, fid=0.0, precision=1.0,
+                    recall=1.0)
+
+    monkeypatch.setattr(reproduce, "run", fake_run)
+    reproduce.judged("p.pt", "out", 2, "--sample-steps", 64)
+    reproduce.judged("p.pt", "out", 2, "--temperature", 0.7)
+    temperatures = [c[c.index("--temperature") + 1:] for c in calls if c[0] == "sample.py"]
+    assert [t[0] for t in temperatures] == ["1.0", "0.7"] and "--temperature" not in temperatures[1]
+    assert sample.get_args([]).temperature == sample.TEMPERATURE == reproduce.TEMPERATURE
