@@ -61,12 +61,9 @@ def render_quickstart(res):
             f"- **Expect** {per_seed[str(T)]}{which} of the samples to be valid with one network call per code (S = T "
             f"= {T} calls), {per_seed[str(T // 4)]} with S = T/4 = {T // 4} calls, and {pct(rec['valid'])} of the "
             "VQGAN's reconstructions of held-out images.")
-    own = f"{T}, temperature 1"
-    if own in priors[0]["samples"]:  # sample.py's default temperature, and the model's own distribution
-        tau = priors[0]["samples"][str(T)]["flags"][-1]
-        text += (f" That is at `sample.py`'s temperature {tau}; at 1, the model's own distribution, "
-                 f"{' / '.join(pct(r['samples'][own]['valid']) for r in priors)} at S = T.")
-    text += "\n\n"
+    own, tau = f"{T}, temperature 1", priors[0]["samples"][str(T)]["flags"][-1]  # sample.py's default temperature
+    text += (f" That is at `sample.py`'s temperature {tau}; at 1, the model's own distribution, "
+             f"{' / '.join(pct(r['samples'][own]['valid']) for r in priors)} at S = T.\n\n")
     kinds, broken = " / ".join(rec["kinds"]), " / ".join(rec["invalid"])
     rows = [f"| reconstructions of held-out images | {pct(rec['valid'])} | "
             f"{' / '.join(map(str, rec['kinds'].values()))} | {' / '.join(map(str, rec['invalid'].values()))} |"]
