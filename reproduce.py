@@ -148,9 +148,11 @@ def quickstart(args, out, small):
 
 def times_elsewhere(previous, runs):
     """The stage times of a previous quick-start results file, and those it kept, on CPUs other than this one, when
-    its VQGAN and prior had the settings of these runs but for where they wrote: the same recipe timed elsewhere."""
+    its VQGAN and prior had the settings of these runs but for where they wrote and bf16, which the defaults turn on
+    where the CPU has bf16 instructions (the CPU's description says): the same recipe timed elsewhere."""
     def recipe(r):  # as the results file holds it (JSON: a tuple is a list)
-        return json.dumps({k: v for k, v in r["settings"].items() if k not in ("out_dir", "codes")}, sort_keys=True)
+        return json.dumps({k: v for k, v in r["settings"].items() if k not in ("out_dir", "codes", "bf16")},
+                          sort_keys=True)
     if [recipe(r) for r in previous["runs"][:2]] != [recipe(r) for r in runs]:
         return []
     timed = [dict(cpu=previous["cpu"], seconds=previous["seconds"]), *previous["timed_elsewhere"]]

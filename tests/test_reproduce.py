@@ -121,9 +121,9 @@ def test_missing_tokenizer_and_bad_flags(tmp_path):
 
 
 def test_a_quick_start_timed_on_another_cpu_is_kept_beside_the_new_time_when_the_recipe_is_the_same(monkeypatch):
-    def runs(where, lr):
+    def runs(where, lr):  # bf16: what --bf16 auto gave on each CPU
         return [dict(settings=dict(out_dir=where, max_steps=1200, ch_mult=[1, 2] if where == "/a" else (1, 2))),
-                dict(settings=dict(out_dir=where, codes=where, lr=lr))]
+                dict(settings=dict(out_dir=where, codes=where, lr=lr, bf16=where == "/a"))]
     times = {"VQGAN": 60.0, "prior": 120.0, "64 samples": 6.0}
     previous = dict(cpu="CPU A", seconds=times, timed_elsewhere=[dict(cpu="CPU B", seconds=times)], runs=runs("/a", 1))
     monkeypatch.setattr(reproduce, "cpu_description", lambda: "CPU B")
