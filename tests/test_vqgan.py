@@ -368,6 +368,31 @@ def run(tmp_path, *flags):
     return args
 
 
+def test_a_channels_last_vqgan_computes_what_the_contiguous_one_does():
+    """vqgan.py trains on a CPU in channels-last order, for speed: the losses and gradients must not change."""
+    torch.manual_seed(0)
+    cfg = V.VQGANConfig(img_size=16, nf=16, ch_mult=(1, 2), attn_resolutions=(8,), norm="position",
+                        local_encoder=False)
+    nets = [V.VQGAN(cfg), V.VQGAN(cfg)]
+    for net in nets[0].modules():  # no zero-initialised layer: every gradient flows
+        if isinstance(net, torch.nn.Conv2d):
+            torch.nn.init.normal_(net.weight, std=0.1)
+    nets[1].load_state_dict(nets[0].state_dict())
+    nets[1].to(memory_format=torch.channels_last)
+    x = torch.rand(4, 3, 16, 16) * 2 - 1
+    grads = []
+    for net, xx in zip(nets, (x, x.contiguous(memory_format=torch.channels_last))):
+        x_hat, loss_vq, codes = net(xx)
+        ((xx - x_hat).abs().mean() + loss_vq).backward()
+        grads.append((x_hat, codes, {n: p.grad for n, p in net.named_parameters()}))
+    assert nets[1].decoder[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(grads[0][1], grads[1][1])
+    assert torch.allclose(grads[0][0], grads[1][0], atol=1e-5)
+    for n, g in grads[0][2].items():
+        assert g is not None and g.abs().sum() > 0, n
+        assert torch.allclose(g, grads[1][2][n], atol=1e-5, rtol=1e-4), n
+
+
 def test_short_run_lowers_loss_and_writes_codes(tmp_path):
     run(tmp_path, "--max-steps", "60", "--disc-start", "40", "--batch-size", "16")
     log = [json.loads(line) for line in open(tmp_path / "vqgan_log.jsonl")]
