@@ -90,22 +90,31 @@ def fit_iou(component, kind):
     return ((ideal & component).sum((1, 2)) / (ideal | component).sum((1, 2))).max()
 
 
-def judge_shape_image(img, min_iou=0.8, tolerance=40, min_pixels=12):
-    """(reason, kind) for one uint8 (H, W, 3) image: reason is None and kind a name from SHAPE_KINDS when the
-    image obeys the rule, else reason is the first rule broken (one of SHAPE_REASONS) and kind None. Each pixel
-    is read as a mix a * colour + (1 - a) * background with a in [0, 1] (edges mix the two), for the one of the
-    four colours that explains it best; a shape's pixels are those with a > 1/2.
-    - background: the median pixel within `tolerance` of white or black; no stray mark (a connected region of
-      pixels more than `tolerance` off the background that touches no shape: a shape's blurred edge is no mark);
-    - count: 1-3 shapes, a shape being a connected region of `min_pixels` or more pixels of one colour;
-    - colour: each shape's median pixel within `tolerance` of its colour;
-    - shape: each within IoU `min_iou` of an ideal circle, square or triangle (fit_iou);
-    - mixed kinds: all shapes of one kind."""
+def box_iou(component, kind):
+    """The IoU of a shape's pixels (H, W) bool with the ideal shape of `kind` that fills its bounding box: a circle's
+    ellipse, a square's box, a triangle from its apex at the top centre to its base along the bottom. Stricter than
+    fit_iou, which searches size and shift: a triangle with its apex rounded off keeps a tall box but loses area."""
+    ys, xs = np.nonzero(component)
+    top, bottom, left, right = ys.min() - 0.5, ys.max() + 0.5, xs.min() - 0.5, xs.max() + 0.5  # pixel edges
+    y, x = np.mgrid[:component.shape[0], :component.shape[1]].astype(np.float64)  # pixel centres
+    cx, cy, half_w, half_h = (left + right) / 2, (top + bottom) / 2, (right - left) / 2, (bottom - top) / 2
+    if kind == 0:
+        ideal = ((x - cx) / half_w) ** 2 + ((y - cy) / half_h) ** 2 <= 1
+    elif kind == 1:
+        ideal = (abs(x - cx) <= half_w) & (abs(y - cy) <= half_h)
+    else:
+        ideal = (y >= top) & (y <= bottom) & (abs(x - cx) <= half_w * (y - top) / (bottom - top))
+    return (ideal & component).sum() / (ideal | component).sum()
+
+
+def shape_regions(img, tolerance=40, min_pixels=12):
+    """(reason, shapes) for one uint8 (H, W, 3) image: the shapes as (colour index, pixels (H, W) bool), and reason
+    "background" (with no shapes) when the background rule is broken, else None. See judge_shape_image."""
     x = img.astype(np.float64).reshape(-1, 3)
     median = np.median(x, 0)
     bg = np.array(min(BACKGROUNDS, key=lambda c: np.linalg.norm(median - c)), dtype=np.float64)
     if np.linalg.norm(median - bg) > tolerance:
-        return "background", None
+        return "background", []
     directions = np.array(COLOURS) - bg  # (4, 3): from the background to each colour
     a = ((x - bg) @ directions.T / (directions ** 2).sum(1)).clip(0, 1)  # (H*W, 4) mix of each colour
     colour = np.linalg.norm(x[:, None] - bg - a[..., None] * directions, axis=-1).argmin(1)  # (H*W,) best fit
@@ -117,7 +126,24 @@ def judge_shape_image(img, min_iou=0.8, tolerance=40, min_pixels=12):
     marks, n_marks = scipy.ndimage.label((np.linalg.norm(x - bg, axis=1) > tolerance).reshape(img.shape[:2]))
     in_shapes = np.any([s for _, s in shapes], 0) if shapes else np.zeros(img.shape[:2], bool)
     if n_marks > len(np.setdiff1d(marks[in_shapes], [0])):  # a mark that touches no shape
-        return "background", None
+        return "background", []
+    return None, shapes
+
+
+def judge_shape_image(img, min_iou=0.8, tolerance=40, min_pixels=12):
+    """(reason, kind) for one uint8 (H, W, 3) image: reason is None and kind a name from SHAPE_KINDS when the
+    image obeys the rule, else reason is the first rule broken (one of SHAPE_REASONS) and kind None. Each pixel
+    is read as a mix a * colour + (1 - a) * background with a in [0, 1] (edges mix the two), for the one of the
+    four colours that explains it best; a shape's pixels are those with a > 1/2.
+    - background: the median pixel within `tolerance` of white or black; no stray mark (a connected region of
+      pixels more than `tolerance` off the background that touches no shape: a shape's blurred edge is no mark);
+    - count: 1-3 shapes, a shape being a connected region of `min_pixels` or more pixels of one colour;
+    - colour: each shape's median pixel within `tolerance` of its colour;
+    - shape: each within IoU `min_iou` of an ideal circle, square or triangle (fit_iou);
+    - mixed kinds: all shapes of one kind."""
+    reason, shapes = shape_regions(img, tolerance, min_pixels)
+    if reason:
+        return reason, None
     if not 1 <= len(shapes) <= 3:
         return "count", None
     kinds = []
@@ -137,11 +163,14 @@ def judge_shapes(images):
     """The rule's verdict on a dataset of uint8 (H, W, 3) images: shape_valid (the valid fraction), shape_kinds
     (how many valid images of each kind) and shape_invalid (how many images broke each rule first)."""
     kinds, reasons = dict.fromkeys(SHAPE_KINDS, 0), dict.fromkeys(SHAPE_REASONS, 0)
+    boxed = {k: [] for k in SHAPE_KINDS}  # of each valid image's shapes: box IoU >= 0.8 (sharp corners)?
     for img in images:
         reason, kind = judge_shape_image(np.asarray(img))
         if reason:
             reasons[reason] += 1
         else:
             kinds[kind] += 1
+            boxed[kind] += [box_iou(s, SHAPE_KINDS.index(kind)) >= 0.8 for _, s in shape_regions(np.asarray(img))[1]]
     n = sum(kinds.values()) + sum(reasons.values())
-    return dict(shape_valid=sum(kinds.values()) / n, shape_kinds=kinds, shape_invalid=reasons, shape_judged=n)
+    return dict(shape_valid=sum(kinds.values()) / n, shape_kinds=kinds, shape_invalid=reasons, shape_judged=n,
+                shape_box_iou={k: float(np.mean(v)) if v else None for k, v in boxed.items()})

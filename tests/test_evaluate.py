@@ -264,6 +264,25 @@ def test_the_judge_rejects_broken_drawings_for_the_right_reason():
     assert shapes.judge_shape_image(four[:, :15]) == (None, "circle")  # cropped to two circles: valid
 
 
+def test_the_box_iou_passes_drawn_shapes_and_fails_a_triangle_the_judge_accepts_without_its_apex():
+    images, labels = shapes.make_shapes(200, 32, seed=3)
+    valid = [(img, label) for img, label in zip(images, labels) if shapes.judge_shape_image(img)[0] is None]
+    ious = [shapes.box_iou(s, label) for img, label in valid for _, s in shapes.shape_regions(img)[1]]
+    assert len(ious) > 200 and min(ious) >= 0.8  # every drawn shape of every kind fills its box as it should
+    img = drawing([(2, 16, 16, 8, shapes.COLOURS[0])]).copy()
+    inside = img[..., 1] < 128  # the red triangle's pixels
+    ys = np.nonzero(inside)[0]
+    img[:ys.min() + round(0.3 * (ys.max() - ys.min() + 1))] = 255  # its top 30% cut off: a blunt apex
+    (_, blunt), = shapes.shape_regions(img)[1]
+    assert shapes.judge_shape_image(img) == (None, "triangle") and shapes.fit_iou(blunt, 2) > 0.85
+    assert shapes.box_iou(blunt, 2) < 0.8
+    whole = images[list(labels).index(2)]  # an image of the data, of triangles
+    n = len(shapes.shape_regions(whole)[1])
+    summary = shapes.judge_shapes([img, whole])  # of its valid images' shapes, the share with box IoU >= 0.8
+    assert summary["shape_box_iou"]["triangle"] == pytest.approx(n / (n + 1))
+    assert summary["shape_box_iou"]["circle"] is None  # no valid circle among them
+
+
 def test_generated_images_are_judged_when_compared_with_shapes(tmp_path, capsys):
     from PIL import Image
     images, _ = shapes.make_shapes(20, 32, seed=5)
