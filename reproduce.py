@@ -12,11 +12,12 @@ measurements) and renders its table into its document between markers; `--render
 The claims: quickstart (README: time, valid reconstructions and samples, time to quality), tab4 (absorbing against
 autoregressive), fig5 (reweighted ELBO against ELBO), departures (the small prior's departures from the paper),
 tab3 (sampling steps and samplers), sec4.3 (temperature), guidance (classes), fig4 (larger than training), tab5
-(DiffAug, the clamp and the tokenizer's departures), mask_replace (VQ-Diffusion's prior) and real_set (README: a
-real labelled set, Fashion-MNIST by default, measured by its own classifier). All but quickstart and real_set use
-the quick-start tokenizer in --out-dir (OUT/codes.npy) and tab3, sec4.3, guidance and fig4 its prior
-(OUT/absorbing.pt); the priors of tab4, fig5 and departures are unconditional (--class-dropout 1, as the paper's)
-and train --prior-steps steps, in OUT/uncond_NAME_sSEED. A run whose checkpoint exists is reused.
+(DiffAug, the clamp and the tokenizer's departures), mask_replace (VQ-Diffusion's prior), real_set (README: a
+real labelled set, Fashion-MNIST by default, measured by its own classifier) and icons (a plain folder of real
+images, --icons). All but quickstart, real_set and icons use the quick-start tokenizer in --out-dir
+(OUT/codes.npy) and tab3, sec4.3, guidance and fig4 its prior (OUT/absorbing.pt); the priors of tab4, fig5 and
+departures are unconditional (--class-dropout 1, as the paper's) and train --prior-steps steps, in
+OUT/uncond_NAME_sSEED. A run whose checkpoint exists is reused.
 """
 import argparse
 import json
@@ -39,8 +40,8 @@ from tables import (DEPARTURES, FIG5, KINDS, PRIORS, REPO, SAMPLERS, TAB4, TAB5,
                     write_results)
 
 CLAIMS = ("quickstart", "tab4", "fig5", "departures", "tab3", "sec4.3", "guidance", "fig4", "tab5", "mask_replace",
-          "real_set")
-README_CLAIMS = ("quickstart", "real_set")  # timed from nothing, so run only when asked
+          "real_set", "icons")
+TIMED_CLAIMS = ("quickstart", "real_set", "icons")  # timed from nothing, so run only when asked
 N_SAMPLES = 500  # samples judged a row, by default
 
 
@@ -283,6 +284,47 @@ def real_set(args, out):
                                            per_class=args.per_class), args.quick)
 
 
+def icons(args, out):
+    """REPRODUCTION.md's plain folder (--icons DIR: DIR/train and DIR/heldout of class folders): the quick start's
+    commands on DIR/train into OUT/icons, each stage timed, an absorbing and a mask-and-replace prior (KINDS) on its
+    codes; each prior's held-out bound, and as many samples at temperature 1 as there are held-out icons, scored by
+    random features against them beside the floor, as many training icons; the absorbing prior's samples drawn."""
+    run_dir, folder = out / "icons", Path(args.icons)
+    if (run_dir / "vqgan.pt").is_file():
+        raise SystemExit(f"error: {run_dir} already holds a VQGAN; the run is timed from nothing: a new --out-dir")
+    if not (folder / "train").is_dir() or not (folder / "heldout").is_dir():
+        raise SystemExit(f"error: --icons {folder} needs train/ and heldout/ folders (REPRODUCTION.md makes them)")
+    short = ["--max-steps", 3] if args.quick else []
+    n = sum(1 for p in (folder / "heldout").rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    real = ["--real", folder / "heldout", "--features", "random", "--num", n, "--json"]
+    seconds, start = {}, time.perf_counter()
+    vq_path, vq = trained("vqgan.py", run_dir, ["--data", folder / "train", *short], name="vqgan", label="the VQGAN",
+                          seed=0)
+    seconds["VQGAN"] = time.perf_counter() - start
+    vq["reconstructions"] = run("evaluate.py", *real, "--vqgan", vq_path)
+    runs = [vq]
+    for name, label, flags in KINDS[:2]:
+        start = time.perf_counter()
+        path, r = trained("absorbing.py", run_dir / name, [*flags, *args.small, *short], run_dir / "codes.npy",
+                          name=name, label=label, seed=0)
+        seconds[label] = time.perf_counter() - start
+        bound = run("evaluate.py", "--ckpt", path, "--codes", run_dir / "codes.npy", "--json")
+        kind = "vlb" if "vlb_bits_per_token" in bound else "elbo"
+        printed = run("sample.py", "--ckpt", path, "--temperature", 1.0, "--n-samples", n, "--batch-size", 250,
+                      "--images", path.parent / "samples", "--out", path.parent / "samples.png")
+        revised = re.search(r"; ([\d.]+)% of the codes were changed", printed)
+        r.update(bound=bound[f"{kind}_bits_per_token"], bound_err=bound[f"{kind}_mc_error"], bound_name=kind.upper(),
+                 samples=run("evaluate.py", *real, "--fake", path.parent / "samples"),
+                 revised=float(revised.group(1)) / 100 if revised else 0.0)
+        runs.append(r)
+    floor = run("evaluate.py", *real, "--fake", folder / "train")
+    grid = (out if args.quick else REPO / "assets") / "icons_samples.png"
+    picture = Image.open(run_dir / "abs" / "samples.png")  # 12 a row, 1-pixel gaps: the first four rows, 48 icons
+    picture.crop((0, 0, picture.width, min(picture.height, 4 * 33 + 1))).save(grid, optimize=True)
+    write_results(out, "icons", results(args, f"python reproduce.py --claims icons --icons {folder}", runs,
+                                        seconds=seconds, n_heldout=n, floor=floor, grid=grid.name), args.quick)
+
+
 def main(args):
     if args.render:
         for path in sorted((REPO / "results").glob("*.json")):
@@ -296,7 +338,9 @@ def main(args):
         quickstart(args, out, args.small)
     if "real_set" in args.claims:
         real_set(args, out)
-    if not set(args.claims) - set(README_CLAIMS):
+    if "icons" in args.claims:
+        icons(args, out)
+    if not set(args.claims) - set(TIMED_CLAIMS):
         return
     if args.quick and not codes.is_file():  # a tiny tokenizer of its own
         run("vqgan.py", "--out-dir", out, "--n-shapes", 64, "--max-steps", 3, "--batch-size", 8)
@@ -335,8 +379,8 @@ def get_args(argv=None):
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out-dir", default="out", help="where the tokenizer is and the runs go")
     p.add_argument("--quick", action="store_true", help="tiny settings (a pipeline check; the numbers mean nothing)")
-    p.add_argument("--claims", nargs="+", choices=CLAIMS, default=[c for c in CLAIMS if c not in README_CLAIMS],
-                   help="which sections to run (default: REPRODUCTION.md's; the README's quickstart and real_set "
+    p.add_argument("--claims", nargs="+", choices=CLAIMS, default=[c for c in CLAIMS if c not in TIMED_CLAIMS],
+                   help="which sections to run (default: REPRODUCTION.md's on shapes; quickstart, real_set and icons "
                         "are timed, each from nothing in a new --out-dir)")
     p.add_argument("--seeds", type=int, default=None, help="training seeds per prior (default 2; --quick 1)")
     p.add_argument("--prior-steps", type=int, default=None,
@@ -353,6 +397,8 @@ def get_args(argv=None):
     p.add_argument("--real-set", default="fashion-mnist",
                    help="real_set: a labelled set by name (mnist, fashion-mnist, cifar10) or a folder of class folders")
     p.add_argument("--data-dir", default=None, help="real_set: a local copy of the named set (as vqgan.py's)")
+    p.add_argument("--icons", default="/tmp/oxygen",
+                   help="icons: the icon folder, split into train/ and heldout/ as REPRODUCTION.md does")
     p.add_argument("--per-class", type=int, default=None,
                    help="real_set: samples of each class (default 200; --quick 2)")
     p.add_argument("--render", action="store_true",

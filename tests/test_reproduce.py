@@ -34,8 +34,11 @@ def test_quick_mode_runs_every_comparison_and_its_results_files_hold_what_the_ru
     for i, (img, k) in enumerate(zip(images, labels)):
         (tmp_path / "set" / shapes.SHAPE_KINDS[k]).mkdir(parents=True, exist_ok=True)
         Image.fromarray(img).save(tmp_path / "set" / shapes.SHAPE_KINDS[k] / f"{i}.png")
+        split = tmp_path / "icons" / ("heldout" if i % 5 == 0 else "train") / shapes.SHAPE_KINDS[k]  # a plain folder
+        split.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(split / f"{i}.png")
     reproduce.main(reproduce.get_args(["--quick", "--out-dir", str(tmp_path), "--claims", *reproduce.CLAIMS,
-                                       "--real-set", str(tmp_path / "set")]))
+                                       "--real-set", str(tmp_path / "set"), "--icons", str(tmp_path / "icons")]))
     out = capsys.readouterr().out
     res = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "results").glob("*.json")}  # not the repo's
     assert set(res) == set(reproduce.CLAIMS) == set(tables.TABLES)
@@ -96,10 +99,27 @@ def test_quick_mode_runs_every_comparison_and_its_results_files_hold_what_the_ru
     assert len(list((tmp_path / "real_set" / "fake_w2" / "square").glob("*.png"))) == 0  # folders by class index
     assert len(list((tmp_path / "real_set" / "fake_w2" / "1").glob("*.png"))) == 2
     assert Image.open(tmp_path / "set_classes.png").size == (2 * 33 + 1, 3 * 33 + 1)  # a row of 2 per class
+    icons = res["icons"]  # the plain folder: two priors, their samples and the floor against the held-out images
+    assert icons["n_heldout"] == 40 and [r["name"] for r in icons["runs"]] == ["vqgan", "abs", "mr"]
+    assert [r["bound_name"] for r in icons["runs"][1:]] == ["ELBO", "VLB"] and list(icons["seconds"])[0] == "VQGAN"
+    for r in icons["runs"][1:]:
+        scores = in_process("evaluate.py", "--real", tmp_path / "icons" / "heldout", "--features", "random", "--num",
+                            40, "--fake", tmp_path / "icons" / r["name"] / "samples", "--json")
+        assert r["samples"]["fid"] == scores["fid"] and len(list((tmp_path / "icons" / r["name"] / "samples")
+                                                                .glob("*.png"))) == 40
+    stats = evaluate.likelihood(tmp_path / "icons" / "abs" / "absorbing.pt", tmp_path / "icons" / "codes.npy", 8,
+                                "cpu", bf16=C.bf16_is_fast(torch.device("cpu")))[0]
+    assert icons["runs"][1]["bound"] == pytest.approx(stats["elbo_bits_per_token"])
+    floor = in_process("evaluate.py", "--real", tmp_path / "icons" / "heldout", "--features", "random", "--num", 40,
+                       "--fake", tmp_path / "icons" / "train", "--json")
+    assert icons["floor"]["fid"] == floor["fid"] and (tmp_path / "icons_samples.png").is_file()
     with pytest.raises(SystemExit, match="already holds a VQGAN; the quick start is timed from nothing"):
         reproduce.main(reproduce.get_args(["--quick", "--out-dir", str(tmp_path), "--claims", "quickstart"]))
     with pytest.raises(SystemExit, match="real_set already holds a VQGAN; the run is timed from nothing"):
         reproduce.main(reproduce.get_args(["--quick", "--out-dir", str(tmp_path), "--claims", "real_set"]))
+    with pytest.raises(SystemExit, match="needs train/ and heldout/ folders"):
+        reproduce.main(reproduce.get_args(["--quick", "--out-dir", str(tmp_path / "new"), "--claims", "icons",
+                                           "--icons", str(tmp_path / "set")]))
 
 
 def test_a_command_runs_in_its_own_process_and_a_failure_is_one_line(tmp_path):
