@@ -34,6 +34,7 @@ from PIL import Image
 from torchvision.utils import make_grid
 
 import common as C
+from data import IMAGE_EXTENSIONS
 from sample import TEMPERATURE
 from shapes import SHAPE_KINDS
 from tables import (DEPARTURES, FIG5, KINDS, PRIORS, REPO, SAMPLERS, TAB4, TAB5, TABLES, render,
@@ -77,11 +78,15 @@ def judged(ckpt, out, n, *flags, crop_stride=None, n_real=None):
     s = run("evaluate.py", "--real", "shapes", "--fake", out, "--features", "random", "--num", n_real or n, *crops,
             "--json")
     per_image = [float(v) for v in re.findall(r"\(([\d.]+) s per image\)", printed)]
-    revised = re.search(r"; ([\d.]+)% of the codes were changed", printed)
     return dict(flags=[str(f) for f in flags], valid=s["shape_valid"], kinds=s["shape_kinds"],
                 invalid=s["shape_invalid"], judged=s["shape_judged"], fid=s["fid"], precision=s["precision"],
-                recall=s["recall"], seconds_per_image=statistics.mean(per_image),
-                revised=float(revised.group(1)) / 100 if revised else 0.0)
+                recall=s["recall"], seconds_per_image=statistics.mean(per_image), revised=revised_share(printed))
+
+
+def revised_share(printed):
+    """The share of codes a later step changed, as sample.py prints it (0 for a sampler that never revises)."""
+    revised = re.search(r"; ([\d.]+)% of the codes were changed", printed)
+    return float(revised.group(1)) / 100 if revised else 0.0
 
 
 def cpu_description():
@@ -295,7 +300,7 @@ def icons(args, out):
     if not (folder / "train").is_dir() or not (folder / "heldout").is_dir():
         raise SystemExit(f"error: --icons {folder} needs train/ and heldout/ folders (REPRODUCTION.md makes them)")
     short = ["--max-steps", 3] if args.quick else []
-    n = sum(1 for p in (folder / "heldout").rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    n = sum(1 for p in (folder / "heldout").rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
     real = ["--real", folder / "heldout", "--features", "random", "--num", n, "--json"]
     seconds, start = {}, time.perf_counter()
     vq_path, vq = trained("vqgan.py", run_dir, ["--data", folder / "train", *short], name="vqgan", label="the VQGAN",
@@ -312,10 +317,8 @@ def icons(args, out):
         kind = "vlb" if "vlb_bits_per_token" in bound else "elbo"
         printed = run("sample.py", "--ckpt", path, "--temperature", 1.0, "--n-samples", n, "--batch-size", 250,
                       "--images", path.parent / "samples", "--out", path.parent / "samples.png")
-        revised = re.search(r"; ([\d.]+)% of the codes were changed", printed)
         r.update(bound=bound[f"{kind}_bits_per_token"], bound_err=bound[f"{kind}_mc_error"], bound_name=kind.upper(),
-                 samples=run("evaluate.py", *real, "--fake", path.parent / "samples"),
-                 revised=float(revised.group(1)) / 100 if revised else 0.0)
+                 samples=run("evaluate.py", *real, "--fake", path.parent / "samples"), revised=revised_share(printed))
         runs.append(r)
     floor = run("evaluate.py", *real, "--fake", folder / "train")
     grid = (out if args.quick else REPO / "assets") / "icons_samples.png"
