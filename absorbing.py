@@ -307,9 +307,6 @@ def prior_from_checkpoint(ckpt, ema=True):
 # Training, the same loop for every kind
 
 
-MAX_STEPS = 2500  # the default run length of a new run (--resume keeps the run's own)
-
-
 def optimizers(model, name, lr, weight_decay, bf16=False):
     """The run's optimizers, by the names its checkpoint keeps them under. 'adamw' (the paper's): AdamW for every
     parameter, weight decay on the matrices only. 'muon': Muon (common.py) for the weight matrices inside the blocks,
@@ -326,10 +323,10 @@ def optimizers(model, name, lr, weight_decay, bf16=False):
     return opts
 
 
-PRIOR_PRESETS = {
-    "small": dict(n_layer=4, n_head=4, n_embd=128, conv=3, lr=4e-3, optimizer="muon"),
-    # Appendix A: 24 layers, 8 heads of 64 dims, AdamW
-    "paper": dict(n_layer=24, n_head=8, n_embd=512, conv=0, lr=2e-4, optimizer="adamw"),
+PRIOR_PRESETS = {  # max_steps: the length of a new run (--resume keeps the run's own)
+    "small": dict(n_layer=4, n_head=4, n_embd=128, conv=3, lr=4e-3, optimizer="muon", max_steps=2500),
+    # Appendix A: 24 layers, 8 heads of 64 dims, AdamW; Sec. 4: 2M steps on LSUN (FFHQ's stopped on the validation ELBO)
+    "paper": dict(n_layer=24, n_head=8, n_embd=512, conv=0, lr=2e-4, optimizer="adamw", max_steps=2_000_000),
 }
 
 
@@ -394,7 +391,6 @@ def main(args):
         codes = args.codes
         resumed_settings(args, ckpt, keep=("resume", "device", "max_steps", "out_dir"))
         args.codes = codes or args.codes
-    args.max_steps = args.max_steps or MAX_STEPS
     cfg, train_codes, val_codes, train_labels, classes, vqgan_path = training_data(args, ckpt)
     h, w, K = cfg.latent_h, cfg.latent_w, cfg.codebook_size
     T = args.diffusion_steps = args.diffusion_steps or KINDS[cfg.model].diffusion_steps or h * w
@@ -532,7 +528,8 @@ def get_args(argv=None):
                         "have labels.npy beside them, else 1: an unconditional model)")
     p.add_argument("--diffusion-steps", type=positive_int, default=None, help="T (default N = h*w, as the paper)")
     p.add_argument("--max-steps", type=positive_int, default=None,
-                   help=f"training steps (default {MAX_STEPS}; with --resume, the run's own)")
+                   help=f"training steps (default: {preset_values(PRIOR_PRESETS, 'max_steps')}; with --resume, the "
+                        "run's own)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="global batch size (split over torchrun ranks)")
     p.add_argument("--lr", type=positive_float, default=None,
                    help=f"peak learning rate (default: {preset_values(PRIOR_PRESETS, 'lr')}; the paper used 1e-4 on "

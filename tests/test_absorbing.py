@@ -507,10 +507,10 @@ def test_position_embeddings_start_as_2d_sines_and_cosines(h, w, C):
     assert not torch.allclose(rand.pos_emb[0], e) and rand.pos_emb.std().item() == pytest.approx(0.02, rel=0.3)
 
 
-def test_each_preset_has_its_learning_rate_and_optimizer():
+def test_each_preset_has_its_learning_rate_optimizer_and_length():
     small, paper = A.get_args([]), A.get_args(["--preset", "paper"])
-    assert (small.lr, small.optimizer) == (4e-3, "muon")  # small: short CPU runs (README)
-    assert (paper.lr, paper.optimizer) == (2e-4, "adamw")  # Appendix A
+    assert (small.lr, small.optimizer, small.max_steps) == (4e-3, "muon", 2500)  # small: short CPU runs (README)
+    assert (paper.lr, paper.optimizer, paper.max_steps) == (2e-4, "adamw", 2_000_000)  # Appendix A, Sec. 4
     assert A.get_args(["--preset", "paper", "--lr", "1e-4"]).lr == 1e-4  # FFHQ's, by hand
 
 
@@ -738,7 +738,7 @@ def test_an_interrupted_run_resumes_to_its_own_length_not_the_default(tmp_path):
     ca, cb = (C.load_checkpoint(d / "absorbing.pt", "absorbing") for d in (a, b))
     assert cb["step"] == 12 and cb["args"]["max_steps"] == 12
     assert all(torch.equal(ca["ema"][k], cb["ema"][k]) for k in ca["ema"])
-    assert A.get_args([]).max_steps is None and A.MAX_STEPS == 2500  # resolved in main: 2500 for a new run
+    assert A.get_args([]).max_steps == 2500 and A.get_args(["--resume"]).max_steps is None  # the run's own
 
 
 def test_resume_of_a_finished_run_trains_nothing_and_codes_of_another_shape_are_refused(tmp_path, capsys):

@@ -183,7 +183,6 @@ def stale(res, name):
             today = vars(vqgan.get_args(r["flags"]))
         else:
             today = vars(absorbing.get_args(["--codes", "codes.npy", "--preset", r["settings"]["preset"], *r["flags"]]))
-            today["max_steps"] = today["max_steps"] or absorbing.MAX_STEPS
         today = json.loads(json.dumps(today))  # tuples as the file's lists
         found += [f"results/{name}.json, {r['label']} seed {r['seed']}: made with {key} = {r['settings'][key]}, "
                   f"today's is {value}: rerun {res['command']} to remake the table in {tables.TABLES[name][0]}"
