@@ -16,10 +16,12 @@ PRIORS = {"absorbing": ("absorbing (the defaults)", []),
           "autoregressive": ("autoregressive", ["--model", "autoregressive"]),
           "elbo": ("absorbing, trained on the ELBO (Eq. 6)", ["--loss", "elbo"]),
           "adamw": ("AdamW, the paper's optimizer (same rate and schedule)", ["--optimizer", "adamw"]),
+          "adamw_paper": ("AdamW at the paper's rate, constant", ["--optimizer", "adamw", "--lr", "2e-4",
+                                                                    "--lr-decay", "constant"]),
           "conv0": ("the paper's blocks, no depthwise convolutions", ["--conv", 0]),
           "posrandom": ("random position embeddings at the start", ["--pos-init", "random"])}
-TAB4, FIG5, DEPARTURES = ("absorbing", "autoregressive"), ("absorbing", "elbo"), ("absorbing", "adamw", "conv0",
-                                                                                  "posrandom")
+TAB4, FIG5 = ("absorbing", "autoregressive"), ("absorbing", "elbo")
+DEPARTURES = ("absorbing", "adamw", "adamw_paper", "conv0", "posrandom")
 # The VQGANs of Tab. 5 and of the tokenizer's departures, each the quick start's with these flags: name, label, flags
 TAB5 = [("aug_clamp", "DiffAug, clamp (the paper's; the defaults)", []),
         ("aug_noclamp", "DiffAug, no clamp", ["--lambda-max", "1e4"]),
@@ -58,23 +60,25 @@ def render_quickstart(res):
             + "".join(f"; {sum(t['seconds'].values()) / 60:.1f} minutes on {t['cpu']}: VQGAN "
                       f"{t['seconds']['VQGAN'] / 60:.1f}, prior {t['seconds']['prior'] / 60:.1f}"
                       for t in res["timed_elsewhere"]) + ".\n"
-            f"- **Expect** {per_seed[str(T)]}{which} of the samples to be valid with one network call per code (S = T "
-            f"= {T} calls), {per_seed[str(T // 4)]} with S = T/4 = {T // 4} calls, and {pct(rec['valid'])} of the "
+            f"- **Expect** {per_seed[str(T)]}{which} of the samples to be valid with one network call per code "
+            f"(`--sample-steps` S = T = {T}, the diffusion steps, one per code of a grid), {per_seed[str(T // 4)]} "
+            f"with S = T/4 = {T // 4} calls, and {pct(rec['valid'])} of the "
             "VQGAN's reconstructions of held-out images.")
     own, tau = f"{T}, temperature 1", priors[0]["samples"][str(T)]["flags"][-1]  # sample.py's default temperature
     text += (f" That is at `sample.py`'s temperature {tau}; at 1, the model's own distribution, "
              f"{' / '.join(pct(r['samples'][own]['valid']) for r in priors)} at S = T.\n\n")
     kinds, broken = " / ".join(rec["kinds"]), " / ".join(rec["invalid"])
-    rows = [f"| reconstructions of held-out images | {pct(rec['valid'])} | "
+    rows = [f"| reconstructions of held-out images | {pct(rec['valid'])} | | "
             f"{' / '.join(map(str, rec['kinds'].values()))} | {' / '.join(map(str, rec['invalid'].values()))} |"]
-    for S in priors[0]["samples"]:  # each prior's share valid; the counts summed over the priors
+    for S in priors[0]["samples"]:  # each prior's share valid and FID; the counts summed over the priors
         runs = [r["samples"][S] for r in priors]
-        rows.append(f"| samples, S = {S} | {' / '.join(pct(s['valid']) for s in runs)} | "
+        fids = " / ".join(f"{s['fid']:.2f}" for s in runs)
+        rows.append(f"| samples, S = {S} | {' / '.join(pct(s['valid']) for s in runs)} | {fids} | "
                     + " / ".join(str(sum(s["kinds"][k] for s in runs)) for k in rec["kinds"]) + " | "
                     + " / ".join(str(sum(s["invalid"][k] for s in runs)) for k in rec["invalid"]) + " |")
     text += (f"| images ({res['n_samples']} judged each{', a prior seed each' * (len(priors) > 1)}) | valid | "
-             f"{kinds} (valid ones, all seeds) | broken first, all seeds: {broken} |\n"
-             "|---|---|---|---|\n" + "\n".join(rows) + "\n\n")
+             f"FID, random features | {kinds} (valid ones, all seeds) | broken first, all seeds: {broken} |\n"
+             "|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n")
     curve = priors[0]["curve"]
     minutes = [(sec["VQGAN"] + sec["prior"] * c["step"] / res["total_steps"]) / 60 for c in curve]
     text += (f"| prior step ({res['curve_samples']} samples at S = {T} from a copy) | "
@@ -113,7 +117,7 @@ def render_fig5(res):
     rows.append(f"| valid samples, S = T | {cell([r['samples'][str(T)]['valid'] for r in ours], '{:.1%}')} | "
                 f"{cell([r['samples'][str(T)]['valid'] for r in elbo], '{:.1%}')} |")
     return (f"{res['prior_steps']} training steps each, seeds {seeds_of(res['runs'])}; the validation ELBO of the EMA "
-            f"weights (bits per token) and {res['n_samples']} samples; mean +- sd over the seeds.\n\n"
+            f"weights (bits per token) and {res['n_samples']} samples; mean +- sd over the seeds ({res['cpu']}).\n\n"
             "| step | trained on the reweighted ELBO (Eq. 7, the default) | trained on the ELBO (Eq. 6) |\n"
             "|---|---|---|\n" + "\n".join(rows))
 
@@ -127,7 +131,7 @@ def render_departures(res):
                     f"{cell([r['samples'][str(T)]['valid'] for r in runs], '{:.1%}')} | "
                     f"{cell([r['samples'][str(T // 4)]['valid'] for r in runs], '{:.1%}')} |")
     return (f"{res['prior_steps']} training steps each, unconditional, seeds {seeds_of(res['runs'])}, "
-            f"{res['n_samples']} samples a cell; mean +- sd over the seeds.\n\n"
+            f"{res['n_samples']} samples a cell; mean +- sd over the seeds ({res['cpu']}).\n\n"
             "| prior | flags | held-out ELBO, bits per token | valid at S = T | valid at S = T/4 |\n"
             "|---|---|---|---|---|\n" + "\n".join(rows))
 
@@ -142,7 +146,7 @@ def render_tab3(res):
              + "`)", "confidence": "MaskGIT's (`--sampler confidence`)"}
     rows = [f"| {key.split()[0]} | {names[key.split()[1]]} | {sample_cells(s)} | {s['invalid']['count']} |"
             for key, s in r["samples"].items()]
-    return (f"The quick-start prior (seed {r['seed']}), {res['n_samples']} samples a row.\n\n"
+    return (f"The quick-start prior (seed {r['seed']}), {res['n_samples']} samples a row ({res['cpu']}).\n\n"
             "| S | sampler | valid | FID | precision | recall | not 1-3 shapes |\n"
             "|---|---|---|---|---|---|---|\n" + "\n".join(rows))
 
@@ -159,7 +163,7 @@ def render_guidance(res):
                     + " | ".join(pct(s["valid"]) for s in sets.values()) + " |")
     kinds = " | ".join(f"valid, `--class {kind}`" for kind in sets)
     return (f"The quick-start prior (seed {r['seed']}), S = T, {next(iter(sets.values()))['judged']} samples of each "
-            "class at each weight.\n\n"
+            f"class at each weight ({res['cpu']}).\n\n"
             f"| guidance W | valid | of the valid, the asked kind | {kinds} |\n|---|---|---|" + "---|" * len(sets)
             + "\n" + "\n".join(rows))
 
@@ -169,7 +173,7 @@ def render_sec43(res):
     rows = [f"| {tau} | {sample_cells(s)} | {' / '.join(map(str, s['kinds'].values()))} | {s['invalid']['count']} |"
             for tau, s in r["samples"].items()]
     kinds = " / ".join(next(iter(r["samples"].values()))["kinds"])
-    return (f"The quick-start prior (seed {r['seed']}), S = T, {res['n_samples']} samples a row.\n\n"
+    return (f"The quick-start prior (seed {r['seed']}), S = T, {res['n_samples']} samples a row ({res['cpu']}).\n\n"
             f"| temperature | valid | FID | precision | recall | {kinds} (valid) | not 1-3 shapes |\n"
             "|---|---|---|---|---|---|---|\n" + "\n".join(rows))
 
@@ -184,7 +188,7 @@ def render_fig4(res):
                     f"{s['recall']:.2f} | {' / '.join(map(str, s['invalid'].values()))} |")
     reasons = " / ".join(next(iter(r["samples"].values()))["invalid"])
     return (f"The quick-start prior (seed {r['seed']}), 16x16 codes from its 8x8 windows; every 32x32-pixel window on "
-            f"the 4-pixel code grid judged, and scored against {res['n_samples']} real images.\n\n"
+            f"the 4-pixel code grid judged, and scored against {res['n_samples']} real images ({res['cpu']}).\n\n"
             f"| temperature | decoding | valid windows | FID | precision / recall | why the others are not ({reasons})"
             " |\n|---|---|---|---|---|---|\n" + "\n".join(rows))
 
@@ -200,8 +204,8 @@ def render_tab5(res):
                     f"{cell([r['code_bits'] for r in runs], '{:.2f}')} | {broken} |")
     reasons = " / ".join(res["runs"][0]["invalid"])
     return (f"Seeds {seeds_of(res['runs'])}, {res['n_samples']} held-out images reconstructed; mean +- sd over the "
-            "seeds.\n\n| VQGAN | flags | reconstruction FID | PSNR, dB | valid reconstructions | codebook perplexity | "
-            f"bits of code given the patch | broken first, all seeds ({reasons}) |\n"
+            f"seeds ({res['cpu']}).\n\n| VQGAN | flags | reconstruction FID | PSNR, dB | valid reconstructions | "
+            f"codebook perplexity | bits of code given the patch | broken first, all seeds ({reasons}) |\n"
             "|---|---|---|---|---|---|---|---|\n" + "\n".join(rows))
 
 

@@ -67,7 +67,10 @@ def test_quick_mode_runs_every_comparison_and_its_results_files_hold_what_the_ru
     val = [e["val_elbo"] for e in map(json.loads, open(tmp_path / "uncond_elbo_s0" / "absorbing_log.jsonl"))
            if "val_elbo" in e]
     assert elbo["settings"]["loss"] == "elbo" and elbo["val_elbo"]["3"] == val[-1]  # Fig. 5: its log's last value
-    assert [r["settings"]["conv"] for r in res["departures"]["runs"]] == [3, 3, 0, 3]
+    assert [r["settings"]["conv"] for r in res["departures"]["runs"]] == [3, 3, 3, 0, 3]
+    paper = [(r["settings"]["optimizer"], r["settings"]["lr"], r["settings"]["lr_decay"])
+             for r in res["departures"]["runs"] if r["name"].startswith("adamw")]
+    assert paper == [("adamw", 4e-3, "cosine"), ("adamw", 2e-4, "constant")]  # at Muon's rate, at the paper's
     assert res["departures"]["runs"][0] == res["tab4"]["runs"][0]  # one absorbing run, measured once
     assert res["tab3"]["runs"][0]["samples"]["16 paper"]["flags"] == ["--sample-steps", "16", *tables.PAPER_SAMPLER]
     assert set(res["tab3"]["runs"][0]["samples"]) == {f"{S} {name}" for S in (64, 16) for name, _ in tables.SAMPLERS}
