@@ -3,7 +3,7 @@ The figures of tutorial/README.md from the quick start's checkpoints and the run
 tutorial compares it with, all in one --out-dir as reproduce.py names them (RUNS); about two minutes on a laptop
 CPU once they exist:
 
-    python reproduce.py --claims quickstart --seeds 2 --out-dir out/r       # the quick start, timed, judged (40 min)
+    python reproduce.py --claims quickstart --seeds 2 --out-dir out/r       # the quick start, timed, judged (31 min, AVX2)
     python reproduce.py --claims fig5 departures tab5 --out-dir out/r       # the runs it is compared with
     python absorbing.py --codes out/r/codes.npy --model mask-replace --out-dir out/r/mr_s0
     python tutorial/figures.py --out-dir out/r                              # every figure, into tutorial/
