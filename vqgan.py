@@ -177,16 +177,24 @@ def middle(cfg, ch):
     return [ResBlock(ch, ch, cfg.norm), *attention, ResBlock(ch, ch, cfg.norm)]
 
 
+def level(cfg, cin, cout, res):
+    """One resolution's residual blocks, cin -> cout channels, each followed by attention at attn_resolutions."""
+    layers = []
+    for _ in range(cfg.res_blocks):
+        layers.append(ResBlock(cin, cout, cfg.norm))
+        cin = cout
+        if res in cfg.attn_resolutions:
+            layers.append(AttnBlock(cin, cfg.norm))
+    return layers
+
+
 def encoder(cfg):
     """(B, 3, H, W) images -> (B, D, H/f, W/f) continuous latents."""
     chans = [cfg.nf * m for m in cfg.ch_mult]
     layers, cin, res = [nn.Conv2d(3, chans[0], 3, padding=1)], chans[0], cfg.img_size
     for i, cout in enumerate(chans):
-        for _ in range(cfg.res_blocks):
-            layers.append(ResBlock(cin, cout, cfg.norm))
-            cin = cout
-            if res in cfg.attn_resolutions:
-                layers.append(AttnBlock(cin, cfg.norm))
+        layers += level(cfg, cin, cout, res)
+        cin = cout
         if i < len(chans) - 1:
             layers.append(Downsample(cin))
             res //= 2
@@ -222,11 +230,8 @@ def decoder(cfg):
     cin, res = chans[0], cfg.img_size // cfg.downsample
     layers = [nn.Conv2d(cfg.emb_dim, cin, 3, padding=1), *middle(cfg, cin)]
     for i, cout in enumerate(chans):
-        for _ in range(cfg.res_blocks):
-            layers.append(ResBlock(cin, cout, cfg.norm))
-            cin = cout
-            if res in cfg.attn_resolutions:
-                layers.append(AttnBlock(cin, cfg.norm))
+        layers += level(cfg, cin, cout, res)
+        cin = cout
         if i < len(chans) - 1:
             layers.append(Upsample(cin))
             res *= 2
