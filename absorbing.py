@@ -19,6 +19,7 @@ with the same Transformer.
 import argparse
 import math
 import os
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -358,6 +359,8 @@ def training_data(args, ckpt):
     VQGAN's path) of a run: a new run's config from the flags, a resumed run's from its checkpoint."""
     codes, K, vqgan_path = load_codes(args.codes, args.codebook_size)
     train_codes, val_codes = split_codes(codes.flatten(1))
+    if len(codes) == 1:
+        print(f"warning: {args.codes} has one code grid: validation falls back to the training grid", file=sys.stderr)
     labels, classes = load_labels(args.codes, len(codes))
     if args.class_dropout is None:  # conditional when the images have classes, 10% of examples without (CFG)
         args.class_dropout = 0.1 if labels is not None else 1.0
@@ -431,7 +434,8 @@ def main(args):
 
     def validate():  # the bound (or exact NLL) of the validation codes with the EMA weights, and its standard error
         val = kind.likelihood(ema, val_codes, n_draws=args.val_draws, seed=1234)  # (n, draws)
-        return val.mean().item(), (val.mean(1).std() / math.sqrt(len(val))).item()
+        spread = val.mean(1) if len(val) > 1 else val[0]  # over the grids; of one grid, over its draws
+        return val.mean().item(), (spread.std() / math.sqrt(len(spread))).item()
 
     caught = catch_stop_signals()
     with tqdm(total=args.max_steps, initial=step, disable=not is_main, desc=kind.name) as bar:

@@ -316,10 +316,11 @@ def load_labels(codes_path, n):
 
 
 def split_codes(codes, val_every=20):
-    """Every `val_every`-th code grid (0, 20, 40, ...) is held out for validation: fixed, whatever the seed."""
+    """Every `val_every`-th code grid (0, 20, 40, ...) is held out for validation: fixed, whatever the seed. A single
+    grid (a one-image folder) is both parts, as vqgan.py's one image is: its validation numbers are training numbers."""
+    if len(codes) == 1:
+        return codes, codes
     held_out = torch.arange(len(codes)) % val_every == 0
-    if len(codes) < 2:
-        raise SystemExit(f"error: {len(codes)} code grid(s) is too few to hold out a validation part")
     return codes[~held_out], codes[held_out]
 
 

@@ -519,10 +519,12 @@ def finish(model, train_set, labels, classes, ckpt_path, args, device, is_main):
         meta = write_codes(codes, args.out_dir, ckpt_path, model.cfg.codebook_size, labels, classes,
                            perplexity=perplexity, used=used,
                            **dict(zip(("code_bits", "code_agreement", "repeated_patches"), map(float, redundancy))))
+        equal = (f"equal patches: {meta['code_bits']:.2f} bits of code given the patch, "
+                 f"{100 * meta['code_agreement']:.0f}% get their most common code "
+                 f"({100 * meta['repeated_patches']:.0f}% of patches repeat)" if meta["repeated_patches"] else
+                 "no two patches are equal")
         print(f"wrote {Path(args.out_dir) / 'codes.npy'} {codes.shape}: codebook perplexity "
-              f"{meta['perplexity']:.1f}, {100 * meta['used']:.0f}% of {meta['codebook_size']} codes used; equal "
-              f"patches: {meta['code_bits']:.2f} bits of code given the patch, {100 * meta['code_agreement']:.0f}% "
-              f"get their most common code ({100 * meta['repeated_patches']:.0f}% of patches repeat)")
+              f"{meta['perplexity']:.1f}, {100 * meta['used']:.0f}% of {meta['codebook_size']} codes used; {equal}")
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
