@@ -40,13 +40,26 @@ import classifier
 from absorbing import PRIOR_PRESETS, Absorbing, load_vqgan, prior_from_checkpoint
 from common import HelpFormatter, bf16_is_fast, load_checkpoint, positive_int, pretrained
 from data import (STANDARD_SETS, ImageFolder, code_redundancy, codebook_usage, load_codes, load_data, load_labels,
-                  scan_folder, split_codes, to_float, to_rgb, to_uint8)
+                  median_side, scan_folder, split_codes, to_float, to_rgb, to_uint8)
 from shapes import judge_shapes, make_shapes
 from transformer import PriorConfig
-from vqgan import load_lpips, psnr
+from vqgan import PRESETS as VQGAN_PRESETS, load_lpips, psnr
 
 # -----------------------------------------------------------------------------
 # Images and their features
+
+
+def image_side(args):
+    """The side images are compared at unless --img-size says: the one the VQGAN was trained at (--vqgan), else the
+    samples' (a --fake folder, scored whole), else the --real images' (a folder's median shorter side, a named set's
+    preset size: 28 for MNIST and Fashion-MNIST, 32 for shapes and CIFAR-10)."""
+    if args.vqgan:
+        return load_checkpoint(args.vqgan, "vqgan")["config"]["img_size"]
+    for source in ([] if args.crop_stride else [args.fake]) + [args.real]:
+        side = median_side(source)[0] if source and Path(source).is_dir() else None
+        if side:
+            return side
+    return VQGAN_PRESETS.get(args.real, {}).get("img_size", 32)
 
 
 def load_images(source, n, img_size, seed=0, data_dir=None):
@@ -431,6 +444,7 @@ def print_table(results):
 def main(args):
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     bf16 = bf16_is_fast(device) if args.bf16 == "auto" else args.bf16 == "on"
+    args.img_size = args.img_size or image_side(args)
     results = {}
     embed = None
     if args.features == "classifier":
@@ -507,7 +521,9 @@ def get_args(argv=None):
     p.add_argument("--classifier-steps", type=positive_int, default=2000,
                    help="training steps of a new classifier (batches of 128)")
     p.add_argument("--num", type=positive_int, default=10000, help="images of each set at most")
-    p.add_argument("--img-size", type=positive_int, default=32, help="side images are loaded at")
+    p.add_argument("--img-size", type=positive_int, default=None,
+                   help="side images are loaded at (default: --vqgan's training side, else the --fake folder's images', "
+                        "else --real's)")
     p.add_argument("--crop-stride", type=positive_int, default=None,
                    help="score every --img-size window of the --fake images, corners this many pixels apart, instead "
                         "of the images (samples larger than the training images)")

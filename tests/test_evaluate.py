@@ -396,10 +396,10 @@ def test_the_sets_own_classifier_scores_guided_samples_and_reconstructions_besid
     assert "training the classifier" not in capsys.readouterr().err  # trained once, on the first call
     # --vqgan: the floor's training images reconstructed, scored with their own labels
     monkeypatch.setattr(evaluate, "reconstructed", lambda path, images, device: torch.stack(list(images)))
-    perfect = run(capsys, *flags, "--vqgan", "perfect.pt")
+    perfect = run(capsys, *flags, "--vqgan", "perfect.pt", "--img-size", "32")
     assert perfect["fid"] == pytest.approx(perfect["floor_fid"]) and perfect["class_accuracy"] == 1.0
     monkeypatch.setattr(evaluate, "reconstructed", lambda path, images, device: torch.stack(list(images)).flip(-1))
-    assert run(capsys, *flags, "--vqgan", "swaps_red_and_blue.pt")["class_accuracy"] == 0.0
+    assert run(capsys, *flags, "--vqgan", "swaps_red_and_blue.pt", "--img-size", "32")["class_accuracy"] == 0.0
     monkeypatch.undo()
     real = run(capsys, *flags, "--vqgan", str(tiny_run / "vqgan.pt"))  # a VQGAN of 3 steps: far from its floor
     assert real["fid"] > 2 * real["floor_fid"] and 0 <= real["class_accuracy"] <= 1
@@ -436,3 +436,20 @@ def test_a_standard_set_by_name_gives_its_test_images_as_the_real_ones(tmp_path,
     evaluate.main(evaluate.get_args(["--real", "fashion-mnist", "--data-dir", str(tmp_path / "copy"), "--fake",
                                      str(fake), "--features", "random", "--img-size", "28", "--num", "8", "--json"]))
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["fid"] > 0
+
+
+@pytest.mark.filterwarnings("ignore:Matrix is singular")  # FID of three images
+def test_images_are_compared_at_the_side_they_were_made_at(tmp_path, tiny_run, capsys):
+    for name, side, n in (("real", 28, 3), ("fake", 20, 2)):  # a 28px folder, and samples of a 20px model
+        (tmp_path / name).mkdir()
+        for i in range(n):
+            Image.fromarray(np.full((side, side + 4 * i, 3), 9 * i, np.uint8)).save(tmp_path / name / f"{i}.png")
+    real, fake = ["--real", str(tmp_path / "real")], ["--fake", str(tmp_path / "fake")]
+    default = lambda *flags: evaluate.image_side(evaluate.get_args(flags))  # noqa: E731
+    assert default(*real, *fake) == 20  # the samples' own side
+    assert default(*real, *fake, "--crop-stride", "4") == 28  # windows of the real images' side
+    assert default(*real, "--vqgan", str(tiny_run / "vqgan.pt")) == 32  # what the VQGAN knows
+    assert [default("--real", r) for r in ("fashion-mnist", "mnist", "cifar10", "shapes")] == [28, 28, 32, 32]
+    evaluate.main(evaluate.get_args([*real, "--fake", str(tmp_path / "real"), "--features", "random", "--nearest-k", "2",
+                                     "--json"]))
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["n_real"] == 3  # 28px images, none skipped
