@@ -337,7 +337,8 @@ def code_redundancy(images, codes):
     code's f x f patch is matched with the other patches of exactly the same pixels (plain background, mostly).
     Returns (bits, agreement, coverage): the entropy of the code given the patch content, H(code | content), 0
     when equal patches always get one code; the fraction of those patches that get their content's most common
-    code; and the fraction of patches whose content repeats at all (the part of the data measured)."""
+    code; and the fraction of patches whose content repeats at all (the part of the data measured): (None, None, 0)
+    when no patch repeats."""
     N, h, w = codes.shape
     f = images.shape[1] // h
     patches = images.reshape(N, h, f, w, f, 3).transpose(0, 1, 3, 2, 4, 5).reshape(N * h * w, -1)
@@ -345,10 +346,10 @@ def code_redundancy(images, codes):
     content = content.ravel()
     repeated = counts[content] > 1
     if not repeated.any():
-        return float("nan"), float("nan"), 0.0
+        return None, None, 0.0
     pairs = np.stack([content, codes.ravel().astype(np.int64)])[:, repeated]  # (2, M): (content, code) of each
     pairs, n_pair = np.unique(pairs, axis=1, return_counts=True)
     bits = -(n_pair * np.log2(n_pair / counts[pairs[0]])).sum() / repeated.sum()  # sum p(c, k) log 1 / p(k | c)
     most_common = np.zeros(len(counts), dtype=np.int64)
     np.maximum.at(most_common, pairs[0], n_pair)
-    return float(bits) + 0.0, most_common.sum() / repeated.sum(), repeated.mean()  # + 0.0: no -0.0
+    return float(bits) + 0.0, float(most_common.sum() / repeated.sum()), float(repeated.mean())  # + 0.0: no -0.0

@@ -518,7 +518,7 @@ def finish(model, train_set, labels, classes, ckpt_path, args, device, is_main):
         perplexity, used = codebook_usage(torch.from_numpy(codes.astype(np.int64)), model.cfg.codebook_size)
         meta = write_codes(codes, args.out_dir, ckpt_path, model.cfg.codebook_size, labels, classes,
                            perplexity=perplexity, used=used,
-                           **dict(zip(("code_bits", "code_agreement", "repeated_patches"), map(float, redundancy))))
+                           **dict(zip(("code_bits", "code_agreement", "repeated_patches"), redundancy)))
         equal = (f"equal patches: {meta['code_bits']:.2f} bits of code given the patch, "
                  f"{100 * meta['code_agreement']:.0f}% get their most common code "
                  f"({100 * meta['repeated_patches']:.0f}% of patches repeat)" if meta["repeated_patches"] else
