@@ -358,10 +358,11 @@ def training_data(args, ckpt):
     """(the PriorConfig, training and validation codes (n, N), the training labels (or None), the class names, the
     VQGAN's path) of a run: a new run's config from the flags, a resumed run's from its checkpoint."""
     codes, K, vqgan_path = load_codes(args.codes, args.codebook_size)
-    train_codes, val_codes = split_codes(codes.flatten(1))
-    if len(codes) == 1:
-        print(f"warning: {args.codes} has one code grid: validation falls back to the training grid", file=sys.stderr)
     labels, classes = load_labels(args.codes, len(codes))
+    train_codes, val_codes = split_codes(codes.flatten(1), labels)
+    if len(val_codes) == len(codes):
+        print(f"warning: {args.codes} has no code grid to hold out (one grid, or one a class): validation falls back "
+              f"to the training grids", file=sys.stderr)
     if args.class_dropout is None:  # conditional when the images have classes, 10% of examples without (CFG)
         args.class_dropout = 0.1 if labels is not None else 1.0
     if labels is None and args.class_dropout < 1:
@@ -376,7 +377,7 @@ def training_data(args, ckpt):
     if (cfg.codebook_size, cfg.latent_h, cfg.latent_w) != (K, h, w):
         raise SystemExit(f"error: {args.codes} has {h}x{w} codes from {K}, but the checkpoint's model was trained "
                          f"on {cfg.latent_h}x{cfg.latent_w} codes from {cfg.codebook_size}")
-    train_labels = split_codes(labels)[0] if conditional else None
+    train_labels = split_codes(labels, labels)[0] if conditional else None
     return cfg, train_codes, val_codes, train_labels, classes if conditional else [], vqgan_path
 
 

@@ -172,7 +172,8 @@ def load_data(data, data_dir, img_size, n_shapes=10000, val_fraction=0.05, seed=
               file=sys.stderr)
     train, val = [p for p in paths if p not in held_out], [p for p in paths if p in held_out]
     if not val:
-        print(f"warning: {folder} has one image: validation falls back to the training image", file=sys.stderr)
+        print(f"warning: {folder} has no image to hold out (one image, or one a class): validation falls back to the "
+              f"training images", file=sys.stderr)
         val = train
     label_of = dict(zip(paths, tops))
     labels, val_labels = (np.array([classes.index(label_of[p]) for p in part], dtype=np.int64) if classes else None
@@ -315,13 +316,17 @@ def load_labels(codes_path, n):
     return torch.from_numpy(labels.astype(np.int64)), list(classes)
 
 
-def split_codes(codes, val_every=20):
-    """Every `val_every`-th code grid (0, 20, 40, ...) is held out for validation: fixed, whatever the seed. A single
-    grid (a one-image folder) is both parts, as vqgan.py's one image is: its validation numbers are training numbers."""
-    if len(codes) == 1:
-        return codes, codes
-    held_out = torch.arange(len(codes)) % val_every == 0
-    return codes[~held_out], codes[held_out]
+def split_codes(x, labels=None, val_every=20):
+    """(training, validation) parts of x, the code grids (n, ...) or their labels (n,): every `val_every`-th grid
+    (0, 20, 40, ...) is held out, fixed whatever the seed, but never the only grid of its class (labels (n,)), which
+    the prior must see to learn and to draw that class. With nothing to hold out (one grid, or one a class) both
+    parts are all of x, as vqgan.py's one image is: the validation numbers are then training numbers."""
+    held_out = torch.arange(len(x)) % val_every == 0
+    if labels is not None:
+        held_out &= torch.bincount(labels.long())[labels.long()] > 1
+    if held_out.all() or not held_out.any():
+        return x, x
+    return x[~held_out], x[held_out]
 
 
 def codebook_usage(codes, codebook_size):

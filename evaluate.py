@@ -75,7 +75,7 @@ def load_images(source, n, img_size, seed=0, data_dir=None):
     if not Path(source).is_dir():
         raise SystemExit(f"error: image folder {source} does not exist" if not Path(source).exists() else
                          f"error: {source} is a file; --real and --fake take folders of images (or 'shapes')")
-    paths = scan_folder(source, img_size)
+    paths = scan_folder(source, img_size // 2, img_size)  # as vqgan.py reads a folder
     if len(paths) > n:
         paths = [paths[i] for i in sorted(np.random.default_rng(seed).choice(len(paths), n, replace=False))]
     return ImageFolder(paths, img_size)
@@ -258,7 +258,8 @@ def likelihood(ckpt_path, codes_path, draws, device, seed=0, bf16=False):
     if tuple(codes.shape[1:]) != (model.cfg.latent_h, model.cfg.latent_w):
         raise SystemExit(f"error: {codes_path} holds {tuple(codes.shape[1:])} grids, the prior models "
                          f"{model.cfg.latent_h}x{model.cfg.latent_w}")
-    held_out = split_codes(codes.flatten(1))[1]
+    labels = load_labels(codes_path, len(codes))[0]  # the prior's split: no class's only grid is held out
+    held_out = split_codes(codes.flatten(1), labels)[1]
     N = held_out.shape[1]
     with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
         bits = kind.likelihood(model, held_out, n_draws=draws, seed=seed)  # (n, draws); one column if exact
@@ -268,9 +269,8 @@ def likelihood(ckpt_path, codes_path, draws, device, seed=0, bf16=False):
            "n_images": len(bits), "draws": draws, "uniform_bits_per_token": math.log2(K)}
     if draws > 1:
         out[f"{kind.bound}_mc_error"] = mc_error
-    labels = load_labels(codes_path, len(codes))[0] if model.cfg.n_classes else None
-    if labels is not None:  # -log p(x) <= -log p(y) - log p(x | y), for the classes sample.py draws from p(y)
-        labels = split_codes(labels)[1]
+    if labels is not None and model.cfg.n_classes:  # -log p(x) <= -log p(y) - log p(x | y), y drawn from p(y)
+        labels = split_codes(labels, labels)[1]
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
             cond = kind.likelihood(model, held_out, n_draws=draws, seed=seed, labels=labels)
         class_bits = -torch.log2(ckpt["class_counts"].double() / ckpt["class_counts"].sum())[labels]  # (n,)
@@ -508,7 +508,8 @@ def main(args):
 def get_args(argv=None):
     p = argparse.ArgumentParser(description="Stage 4: FID, PRDC, likelihood, reconstruction and speed",
                                 formatter_class=HelpFormatter)
-    p.add_argument("--real", default=None, help="real images: a folder, or 'shapes' (the built-in training images)")
+    p.add_argument("--real", default=None, help="real images: a folder, 'shapes' (the built-in training images), or "
+                   "mnist, fashion-mnist, cifar10 (their test images)")
     p.add_argument("--fake", default=None, help="generated images: a folder, or 'shapes' (held-out shapes images)")
     p.add_argument("--real-features", default=None, help="precomputed real features, .npy (N, D)")
     p.add_argument("--fake-features", default=None, help="precomputed fake features, .npy (N, D)")
@@ -522,14 +523,16 @@ def get_args(argv=None):
                    help="training steps of a new classifier (batches of 128)")
     p.add_argument("--num", type=positive_int, default=10000, help="images of each set at most")
     p.add_argument("--img-size", type=positive_int, default=None,
-                   help="side images are loaded at (default: --vqgan's training side, else the --fake folder's images', "
-                        "else --real's)")
+                   help="side images are loaded at (default: --vqgan's training side; else the --fake folder's median "
+                        "side, unless --crop-stride; else --real's: a folder's median side, a named set's preset size)")
     p.add_argument("--crop-stride", type=positive_int, default=None,
                    help="score every --img-size window of the --fake images, corners this many pixels apart, instead "
-                        "of the images (samples larger than the training images)")
+                        "of the images (samples larger than the training images; with a --real folder, pass --img-size, "
+                        "the VQGAN's training side)")
     p.add_argument("--nearest-k", type=positive_int, default=5, help="k of PRDC's k-nearest-neighbour balls")
     p.add_argument("--ckpt", default=None, help="the prior's checkpoint (likelihood with --codes; --speed)")
-    p.add_argument("--codes", default=None, help="codes.npy whose held-out part is scored")
+    p.add_argument("--codes", default=None, help="codes.npy whose held-out part (absorbing.py's validation grids) is "
+                   "scored")
     p.add_argument("--draws", type=positive_int, default=8, help="(t, mask) draws per image for the ELBO")
     p.add_argument("--per-image", default=None, help="write the per-image ELBO (bits per token) to this .npy")
     p.add_argument("--vqgan", default=None, help="VQGAN checkpoint whose reconstructions of --real are scored "

@@ -653,7 +653,7 @@ def test_labels_train_a_class_conditional_prior_and_none_an_unconditional_one(tm
     run(tmp_path, "--max-steps", "150", "--eval-every", "150", "--ema-decay", "0.9")
     ckpt = C.load_checkpoint(tmp_path / "absorbing.pt", "absorbing")
     assert ckpt["config"]["n_classes"] == 6 and ckpt["args"]["class_dropout"] == 0.1
-    train_offsets = D.split_codes(torch.from_numpy(offsets))[0]
+    train_offsets = D.split_codes(torch.from_numpy(offsets), torch.from_numpy(offsets))[0]
     assert ckpt["class_counts"].tolist() == np.bincount(train_offsets, minlength=6).tolist()
     model = A.prior_from_checkpoint(ckpt)[0]
     x_0 = torch.from_numpy(np.load(path).astype(np.int64)).flatten(1)[:100]
@@ -662,6 +662,30 @@ def test_labels_train_a_class_conditional_prior_and_none_an_unconditional_one(tm
         cond = A.training_losses(model, x_0, 16, 16, "elbo", torch.Generator().manual_seed(0), y=y)[1].mean()
         uncond = A.training_losses(model, x_0, 16, 16, "elbo", torch.Generator().manual_seed(0))[1].mean()
     assert cond < uncond - 0.1
+
+
+def test_every_20th_grid_is_held_out_but_never_the_only_grid_of_its_class(tmp_path, capsys):
+    import evaluate
+    codes = torch.arange(41)[:, None].repeat(1, 4)  # (41, 4): grid i is all i
+    assert D.split_codes(codes)[1][:, 0].tolist() == [0, 20, 40]
+    labels = torch.tensor([0] + [1] * 40)  # class 0's one grid is grid 0, the first one held out
+    train, val = D.split_codes(codes, labels)
+    assert val[:, 0].tolist() == [20, 40] and train[:, 0].tolist() == [i for i in range(41) if i not in (20, 40)]
+    assert D.split_codes(labels, labels)[0].tolist() == [0] + [1] * 38
+    for x, y in ((codes[:1], None), (codes[:3], torch.arange(3))):  # nothing to hold out: both parts are all of x
+        assert all(torch.equal(part, x) for part in D.split_codes(x, y))
+    path = write_codes(tmp_path, n=41)  # the same through the prior's training and evaluate.py
+    np.save(tmp_path / "labels.npy", labels.numpy())
+    (tmp_path / "codes.json").write_text(json.dumps({"codebook_size": 16, "vqgan": "vqgan.pt", "classes": ["a", "b"]}))
+    run(tmp_path, "--max-steps", "2")
+    assert C.load_checkpoint(tmp_path / "absorbing.pt", "absorbing")["class_counts"].tolist() == [1, 38]
+    scored = evaluate.likelihood(tmp_path / "absorbing.pt", path, 2, "cpu")[0]
+    assert scored["n_images"] == 2 and math.isfinite(scored["elbo_with_class_bits_per_token"])
+    np.save(tmp_path / "labels.npy", np.arange(41))  # one grid a class
+    (tmp_path / "codes.json").write_text(json.dumps({"codebook_size": 16, "vqgan": "vqgan.pt",
+                                                     "classes": [str(i) for i in range(41)]}))
+    run(tmp_path, "--max-steps", "2")
+    assert "no code grid to hold out (one grid, or one a class)" in capsys.readouterr().err
 
 
 def test_a_run_with_T_other_than_N_trains_validates_and_is_scored_with_its_own_T(tmp_path):
@@ -703,7 +727,7 @@ def test_class_dropout_hides_that_fraction_of_the_classes_and_shows_the_others_t
     y = torch.stack(seen)  # (steps, batch)
     hidden = y == 6  # "no class"
     assert abs(hidden.float().mean().item() - 0.3) < 4 * math.sqrt(0.3 * 0.7 / y.numel())
-    train_labels = D.split_codes(torch.from_numpy(labels))[0]
+    train_labels = D.split_codes(torch.from_numpy(labels), torch.from_numpy(labels))[0]
     for step, row in enumerate(y):
         true = train_labels[C.batch_indices(step, len(train_labels), 16, 0)]
         assert torch.equal(row[~hidden[step]], true[~hidden[step]])

@@ -453,3 +453,6 @@ def test_images_are_compared_at_the_side_they_were_made_at(tmp_path, tiny_run, c
     evaluate.main(evaluate.get_args([*real, "--fake", str(tmp_path / "real"), "--features", "random", "--nearest-k", "2",
                                      "--json"]))
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["n_real"] == 3  # 28px images, none skipped
+    evaluate.main(evaluate.get_args([*real, *fake, "--features", "random", "--nearest-k", "1", "--img-size", "40",
+                                     "--json"]))  # down to half the side, resized up as vqgan.py does
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["n_real"] == 3

@@ -318,14 +318,14 @@ def test_a_28px_folder_one_image_and_a_one_image_class_train(tmp_path, capsys):
     Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(one / "x.png")
     run(tmp_path / "out1", "--data", str(one), "--max-steps", "2", "--batch-size", "2")
     said = capsys.readouterr()
-    assert "one image: validation falls back to the training image" in said.err
+    assert "no image to hold out (one image, or one a class): validation falls back" in said.err
     assert "no two patches are equal" in said.out  # random pixels: no redundancy to measure
     assert json.loads((tmp_path / "out1" / "codes.json").read_text(), parse_constant=int)["code_bits"] is None
     assert np.load(tmp_path / "out1" / "codes.npy").shape == (1, 8, 8)
     import absorbing as A  # the next stage learns the one grid, validating on it
     A.main(A.get_args(["--codes", str(tmp_path / "out1" / "codes.npy"), "--out-dir", str(tmp_path / "out1"),
                        "--max-steps", "2", "--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--sample-every", "0"]))
-    assert "has one code grid: validation falls back to the training grid" in capsys.readouterr().err
+    assert "no code grid to hold out (one grid, or one a class)" in capsys.readouterr().err
     val = [json.loads(line) for line in (tmp_path / "out1" / "absorbing_log.jsonl").read_text().splitlines()][-1]
     assert val["step"] == 2 and math.isfinite(val["val_elbo"]) and val["val_elbo_err"] > 0  # the error of its draws
 
