@@ -159,4 +159,5 @@ class Transformer(nn.Module):
 # drawn too rarely (Zheng et al. 2024), which lowers the effective temperature.
 def draw(probs, generator=None):  # (M, K) -> (M,)
     probs = probs.double()
-    return (probs / torch.empty_like(probs).exponential_(generator=generator)).argmax(-1)
+    race = probs / torch.empty_like(probs).exponential_(generator=generator)
+    return torch.where(probs > 0, race, -1.0).argmax(-1)  # never a code of p = 0, even if its E_i is 0 (0 / 0)

@@ -350,6 +350,11 @@ def test_skipping_silent_steps_changes_nothing_but_saves_calls(batch):
     assert spy.rows == sum(len((when == k).any(1).nonzero()) for k in range(1, 12)) < calls * batch
 
 
+def test_draw_never_picks_a_code_of_probability_zero_even_at_a_zero_exponential_time(monkeypatch):
+    monkeypatch.setattr(torch.Tensor, "exponential_", lambda self, generator=None: self.zero_())  # 0 / 0 and 1 / 0
+    assert TF.draw(torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])).tolist() == [1, 2]
+
+
 def test_sampling_draw_follows_the_categorical_distribution():
     p = torch.tensor([0.5, 0.25, 0.15, 0.1, 0.0])
     draws = TF.draw(p.expand(20000, -1), torch.Generator().manual_seed(0))
