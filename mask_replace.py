@@ -88,7 +88,9 @@ def posterior(p_0, x_t, sched, s, t):  # p_0 (B, N, K), x_t (B, N), s < t (B,) -
     total = v.sum(-1, keepdim=True)  # (B, N, 1)
     u = torch.cat([a_s * v + kb_s / K * total, c_s * total], -1)  # sum_x0 q(x_s | x_0) v(x_0), (B, N, K + 1)
     post = likelihood_of(x_t, *transition(sched, s, t), K) * u
-    return post / post.sum(-1, keepdim=True)
+    norm = post.sum(-1, keepdim=True)
+    # 0 only where M = 1 and p(x_0 = x_t) = 0 (truncated, or underflowed): a code is then never replaced, so x_s = x_t
+    return torch.where(norm > 0, post / norm, F.one_hot(x_t, K + 1).double())
 
 
 # p(x_T): each code the mask with probability gbar_T, else uniform over the K codes (q(x_T | x_0) without abar_T)

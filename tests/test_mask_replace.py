@@ -101,6 +101,9 @@ def test_mask_only_a_code_that_x_0_cannot_become_gives_no_nan():
     p_0 = torch.tensor([[[0.5, 0.5]]], dtype=torch.float64)
     post = M.posterior(p_0, torch.tensor([[1]]), sched, torch.tensor([2]), torch.tensor([3]))
     assert torch.allclose(post[0, 0], torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64))
+    ruled_out = torch.tensor([[[1.0, 0.0]]], dtype=torch.float64)  # x_t = 1 truncated away, or underflowed
+    post = M.posterior(ruled_out, torch.tensor([[1]]), sched, torch.tensor([2]), torch.tensor([3]))
+    assert torch.equal(post[0, 0], torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64))  # still never replaced
 
 
 def test_truncation_keeps_the_smallest_set_holding_r():
@@ -183,6 +186,9 @@ def test_the_bound_is_the_exact_expectation_of_log_q_over_p_and_bounds_the_model
                                     kind.sched, K)[0] for t in range(1, T + 1)}
         estimator = sum((weights[t] * terms[t]).sum() for t in terms).item() + N * kind.prior_kl
         assert estimator == pytest.approx(exact, rel=1e-6), x_0
+        with torch.no_grad():  # the training loss's bound: one draw of t and x_t an example, in bits per token
+            vlb = kind.losses(model, torch.tensor([x_0] * 20000), torch.Generator().manual_seed(0))[1]
+        assert abs(vlb.mean().item() - exact / (N * math.log(2))) < 4 * vlb.std().item() / math.sqrt(len(vlb)), x_0
         assert exact > -math.log(p_x0[STATES.index(x_0)].item()) + 1e-6  # a bound, and not a tight one here
     assert p_x0.sum().item() == pytest.approx(1.0) and p_x0[[i for i, x in enumerate(STATES) if K in x]].sum() < 1e-12
 
