@@ -207,6 +207,7 @@ def confidence_sample(model, x, mask_id, steps, temperature=1.0, seed=0, predict
         if not masked.any():
             break
         left = (start * math.cos(math.pi / 2 * j / steps)).floor().long()  # (B,) still masked after step j (0 at S)
+        left = torch.minimum(left, masked.sum(1) - 1).clamp(min=0)  # at least one code a step, as MaskGIT's
         probs = predict(model, x.view(shape), masked.view(shape), temperature)  # (M, K)
         at = to_device(masked.flatten().nonzero().squeeze(1), device)  # (M,)
         candidate = draw(probs, g)  # (M,)
@@ -237,7 +238,7 @@ def remask(model, x, free, steps, fraction, mask_id, temperature=1.0, seed=0, pr
     g = torch.Generator(device).manual_seed(seed + 1)
     for _ in range(steps):
         noise = torch.rand(free.shape, generator=g_where).masked_fill(~free, 2.0)  # (B, N): fixed codes last
-        picked = torch.zeros_like(free).scatter_(1, noise.argsort(1)[:, :n], True)  # (B, N) n codes of each row
+        picked = torch.zeros_like(free).scatter_(1, noise.argsort(1)[:, :n], True) & free  # (B, N) n of each row
         x = x.masked_fill(to_device(picked.view(shape), device), mask_id)
         probs = predict(model, x, picked.view(shape), temperature)  # (M, K)
         x.view(-1)[to_device(picked.flatten().nonzero().squeeze(1), device)] = draw(probs, g)
@@ -288,7 +289,9 @@ class Absorbing:
             fix = min(remask_steps if remask_steps is not None else steps // 2, steps - 1)
             x_0 = sample(model, x, K, steps=max(steps - fix, 1), temperature=temperature, seed=seed, predict=predict,
                          on_step=on_step, progress=progress, counts=counts)
-            return remask(model, x_0, x == K, fix, remask_fraction, K, temperature, seed, predict, on_step)
+            # its own random streams (seed + 2, seed + 3): the reverse process's would pick and redraw the codes it
+            # revealed first, with the noise that drew them
+            return remask(model, x_0, x == K, fix, remask_fraction, K, temperature, seed + 2, predict, on_step)
         return sample(model, x, K, steps=steps, temperature=temperature, seed=seed, predict=predict, on_step=on_step,
                       progress=progress, grid="cosine" if sampler == "cosine" else "uniform", counts=counts)
 

@@ -158,6 +158,51 @@ def test_remasking_leaves_fixed_codes_alone():
     assert all(((s == 5).sum(1) == 2).all() for s in seen)  # round(0.4 * 5) codes of each row, redrawn each step
 
 
+def test_the_remask_sampler_picks_a_code_whatever_step_revealed_it():
+    # 8 reverse steps on 9 codes, then one corrector step on one code: it should pick each code alike, so the step
+    # that revealed its pick is step s as often as step s revealed codes. With the reverse process's random streams
+    # it would pick (and redraw, with the same noise) the codes of one step only
+    model, calls = tiny_prior(), []
+
+    def predict(model, x, reveal, temperature):
+        calls.append(reveal.view(len(x), -1).clone())
+        return A.denoise(model, x, reveal, temperature)
+
+    A.Absorbing(model.cfg, 9).sample(model, torch.full((3000, 9), 5), steps=9, seed=3, sampler="remask",
+                                     remask_steps=1, remask_fraction=1 / 9, predict=predict)
+    *reverse, picked = calls  # (B, 9) bool each
+    assert len(reverse) == 8 and (picked.sum(1) == 1).all()
+    step = torch.stack(reverse).int().argmax(0)[picked]  # (B,) the reverse step that revealed the pick
+    expected = torch.stack(reverse).sum((1, 2)).double() / 9  # (8,) codes each step revealed, over all rows
+    assert chisquare(torch.bincount(step, minlength=8).numpy(), expected.numpy()).pvalue > 1e-3
+
+
+def test_remasking_never_touches_a_row_without_free_codes():
+    model, seen = tiny_prior(), []
+    x = torch.randint(0, 5, (2, 9))
+    free = torch.ones(2, 9, dtype=torch.bool)
+    free[0] = False  # a row sampled whole, beside one to revise
+    y = A.remask(lambda x_t, p: (seen.append(x_t.clone()), model(x_t, p))[1], x, free, 3, 0.5, 5, seed=0)
+    assert torch.equal(y[0], x[0]) and all(len(s) == 1 and (s == 5).sum() == 1 for s in seen)  # row 1 runs alone
+
+
+def test_confidence_sampler_reveals_at_least_one_code_a_step():
+    # at S = N the cosine schedule alone would leave steps with nothing to reveal (floor(64 cos(pi/2 j/64)) is 63
+    # for j = 1 to 7) and reveal several codes at once later: each call reveals one code, as MaskGIT's
+    n = 64
+    logits = torch.randn(2, n, 4, generator=torch.Generator().manual_seed(0))
+
+    def model(x_t, positions=None):
+        return logits.reshape(-1, 4)[positions]
+
+    for steps in (64, 32):
+        frames = []
+        A.confidence_sample(model, torch.full((2, n), 4), 4, steps, seed=0, on_step=lambda x: frames.append(x.clone()))
+        revealed = torch.stack([(f != 4).sum(1) for f in frames])  # (steps, B)
+        assert len(frames) == steps and (revealed.diff(dim=0, prepend=torch.zeros(1, 2, dtype=torch.long)) >= 1).all()
+        assert (revealed[-1] == n).all() and (revealed.diff(dim=0) == 1).all() == (steps == n)
+
+
 def test_confidence_sampler_reveals_the_most_confident_codes_on_the_cosine_schedule():
     # a denoiser that ignores x_t: position i gives code 0 probability q_i (between 1 - 1e-3 and 1 - 1e-4, all
     # different), so the candidate is code 0 and its confidence is log q_i: without Gumbel noise, codes come in
