@@ -75,6 +75,7 @@ def training_losses(model, x_0, T, mask_id, loss_type, generator=None, rank=0, w
     the rows, so that the run's random draws do not depend on the number of processes."""
     t = torch.randint(1, T + 1, (len(x_0),), generator=generator, device=x_0.device)
     x_t, mask = q_sample(x_0, t, T, mask_id, generator)
+    n_masked = max(int(mask.sum()), 1)  # masked codes of the whole global batch (nonzero below syncs anyway)
     rows = slice(rank * len(x_0) // world_size, (rank + 1) * len(x_0) // world_size)
     x_0, t, x_t, mask = x_0[rows], t[rows], x_t[rows], mask[rows]
     B, N = x_0.shape
@@ -83,8 +84,8 @@ def training_losses(model, x_0, T, mask_id, loss_type, generator=None, rank=0, w
     ce = F.cross_entropy(logits.float(), x_0.flatten()[positions], reduction="none")  # (M,) nats
     ce_t = torch.zeros(B, device=x_0.device).index_add_(0, positions // N, ce)  # CE_t of each example (B,)
     elbo = loss_weight(t, T, "elbo") * ce_t / (N * math.log(2))  # (B,) bits per token
-    if loss_type == "mlm":  # the BERT-style baseline: mean cross-entropy of the masked codes, no weight per t
-        loss = ce.sum() / (max(len(ce), 1) * math.log(2))
+    if loss_type == "mlm":  # the BERT-style baseline: mean cross-entropy of the masked codes, no weight per t,
+        loss = ce.sum() * world_size / (n_masked * math.log(2))  # over the global batch once DDP averages the ranks
     else:
         loss = (loss_weight(t, T, loss_type) * ce_t).mean() / (N * math.log(2))
     return loss, elbo

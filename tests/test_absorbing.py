@@ -217,6 +217,16 @@ def test_only_masked_positions_are_scored():
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
+@pytest.mark.parametrize("loss", ["elbo", "reweighted_elbo", "mlm"])
+def test_each_loss_split_over_ranks_averages_to_the_one_process_loss(loss):
+    # DDP averages the ranks' gradients: their losses must average to the loss of one process on the global batch
+    model, x_0 = random_denoiser(), torch.tensor(DATA[:24])
+    one = A.training_losses(model, x_0, N, MASK, loss, torch.Generator().manual_seed(0))[0]
+    ranks = [A.training_losses(model, x_0, N, MASK, loss, torch.Generator().manual_seed(0), rank, 2)[0]
+             for rank in (0, 1)]
+    assert torch.allclose((ranks[0] + ranks[1]) / 2, one, rtol=1e-6) and ranks[0] != ranks[1]
+
+
 def test_each_loss_weighs_t_as_its_formula():
     T = 10
     t = torch.arange(1, T + 1)
