@@ -94,7 +94,7 @@ def training_losses(model, x_0, T, mask_id, loss_type, generator=None, rank=0, w
 @torch.no_grad()
 def elbo_bits(model, codes, T, mask_id, n_draws=1, seed=0, batch_size=256, labels=None):
     """Per-image ELBO in bits per token, (len(codes), n_draws): each draw is one t ~ U{1..T} and one mask, the
-    same for the same seed, so that numbers are comparable across runs. Its mean is an upper bound on -log2 p(x)/N
+    same for the same seed, batch size and device, so that numbers are comparable across runs. Its mean is an upper bound on -log2 p(x)/N
     (on -log2 p(x | y)/N given the class `labels` (len(codes),) of a class-conditional prior)."""
     device = next(model.parameters()).device
     g = torch.Generator(device).manual_seed(seed)
