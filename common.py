@@ -99,9 +99,11 @@ class Muon(torch.optim.Optimizer):
 def pretrained(build, url, what, instead):
     """build(), which fetches pretrained weights from `url` through torch.hub on first use and keeps them in its
     cache, as torchvision and pytorch-fid do. Where that fails (offline, a firewall), one line says what to put
-    where, and what to do instead. torch.hub's progress goes to stderr, so that --json output stays JSON."""
+    where, and what to do instead. torch.hub's progress goes to stderr, so that --json output stays JSON. The
+    random initialisation the weights replace draws from a fork of the CPU's random stream, not from the run's:
+    a resumed run, which restores that stream before building the network, goes on as the whole run did."""
     try:
-        with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
+        with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
             warnings.simplefilter("ignore", UserWarning)  # lpips asks torchvision for weights in a deprecated way
             return build()
     except OSError as e:  # URLError, HTTPError and socket errors are OSErrors

@@ -175,7 +175,11 @@ def test_lpips_weights_arrive_through_torch_hub_or_fail_in_one_line(tmp_path, mo
             shapes = torchvision.models.vgg16().state_dict()
         torch.save({k: torch.full((), 0.01).expand(v.shape) for k, v in shapes.items()}, dst)
     monkeypatch.setattr(torch.hub, "download_url_to_file", online)
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
     net = V.load_lpips("cpu")
+    assert torch.equal(torch.rand(3), expected)  # its random init left the run's stream alone: resume stays exact
     assert fetched == ["https://download.pytorch.org/models/vgg16-397923af.pth"]
     assert (tmp_path / "checkpoints" / "vgg16-397923af.pth").is_file()
     assert (net.net.slice1[0].weight == 0.01).all()  # the fetched weights are the ones used
