@@ -131,6 +131,39 @@ def test_diffaug_switch_decides_what_the_discriminator_sees():
         assert torch.allclose(seen[1], torch.cat([x, x_hat]), atol=1e-6) == (switch == "off")  # the discriminator's
 
 
+def test_the_gan_switches_on_at_disc_start_and_each_network_steps_on_its_own_loss():
+    class Scaled(torch.nn.Module):  # a discriminator of one weight: scale * the image's mean
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, x):
+            return self.scale * x.mean((1, 2, 3), keepdim=True)
+
+    cfg = V.VQGANConfig(img_size=8, nf=8, ch_mult=(1, 2), res_blocks=1, attn_resolutions=(), emb_dim=4,
+                        codebook_size=8)
+    x = torch.rand(4, 3, 8, 8) * 2 - 1
+    torch.manual_seed(0)
+    model, disc = V.VQGAN(cfg), Scaled()
+    opt, d_opt = torch.optim.Adam(model.parameters(), lr=0.0), torch.optim.SGD(disc.parameters(), lr=1.0)
+    args = argparse.Namespace(disc_start=3, bf16=False, perceptual_weight=0.0, lambda_max=1e4, diffaug="off",
+                              out_dir="unused")
+    off = V.train_step(model, disc, opt, d_opt, x, 2, args, None)  # steps count from 0: step 2 is before the start
+    assert off["gan"] == off["lam"] == off["d"] == 0 and disc.scale.item() == 1
+    on = V.train_step(model, disc, opt, d_opt, x, 3, args, None)
+    x_hat, _, _ = model(x)  # the same as in the step: the autoencoder's learning rate is 0
+    real, fake = x.mean((1, 2, 3)), x_hat.detach().mean((1, 2, 3))  # (B,) the logits at scale 1
+    assert on["gan"] == pytest.approx(-fake.mean().item(), rel=1e-5)  # the generator's hinge term: -D(fake)
+    rec, gan = (x - x_hat).abs().mean(), -Scaled()(x_hat).mean()  # lambda at the decoder's last layer (Eq. 9)
+    lam = V.adaptive_weight(rec, gan, model.decoder[-1].weight, 1e4)
+    assert on["lam"] == pytest.approx(lam.item(), rel=1e-5)
+    scale = torch.ones((), requires_grad=True)  # one SGD step of the discriminator on its hinge loss alone
+    d_loss = V.hinge_d_loss(scale * real, scale * fake)
+    d_loss.backward()
+    assert on["d"] == pytest.approx(d_loss.item(), rel=1e-5)
+    assert disc.scale.item() == pytest.approx(1 - scale.grad.item(), rel=1e-5)
+
+
 def test_diffaug_keeps_shape_is_differentiable_and_translates_with_zeros():
     x = torch.rand(4, 3, 16, 16, requires_grad=True)
     y = V.diffaug(x)
