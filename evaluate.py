@@ -156,6 +156,10 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
     if not np.isfinite(covmean).all():  # a singular product (fewer samples than dimensions): nudge the diagonals
         offset = np.eye(len(sigma1)) * eps
         covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    if np.iscomplexobj(covmean) and not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):  # as pytorch-fid
+        raise SystemExit(f"error: the FID's matrix square root has an imaginary part of up to "
+                         f"{np.abs(np.diagonal(covmean).imag).max():.3g}: the covariances are too ill-conditioned "
+                         f"(more images, or --features random's fewer dimensions)")
     covmean = covmean.real  # numerical error can leave a tiny imaginary part
     diff = mu1 - mu2
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))

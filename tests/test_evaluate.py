@@ -5,6 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
+import scipy.linalg
 import torch
 from PIL import Image
 
@@ -31,6 +32,25 @@ def test_fid_matches_pytorch_fid():
             warnings.simplefilter("ignore", DeprecationWarning)
             reference = calculate_frechet_distance(*stats)
         assert evaluate.frechet_distance(*stats) == pytest.approx(reference, rel=1e-6)
+
+
+def test_fid_nudges_a_singular_product_and_refuses_a_complex_square_root(monkeypatch):
+    a, b = gaussian_features(seed=0), gaussian_features(seed=1, shift=0.3)
+    stats = (*evaluate.statistics(a), *evaluate.statistics(b))
+    sqrtm, calls = scipy.linalg.sqrtm, []
+
+    def singular_first(m):  # the first call fails as a singular product's does; the nudged one is scipy's
+        calls.append(m)
+        return np.full_like(m, np.nan) if len(calls) == 1 else sqrtm(m)
+    monkeypatch.setattr(scipy.linalg, "sqrtm", singular_first)
+    offset = np.eye(len(stats[1])) * 1e-6
+    diff = stats[0] - stats[2]
+    expected = diff @ diff + np.trace(stats[1]) + np.trace(stats[3]) - 2 * np.trace(
+        sqrtm((stats[1] + offset) @ (stats[3] + offset)).real)
+    assert evaluate.frechet_distance(*stats) == pytest.approx(expected, rel=1e-9) and len(calls) == 2
+    monkeypatch.setattr(scipy.linalg, "sqrtm", lambda m: sqrtm(m) + 0.01j * np.eye(len(m)))
+    with pytest.raises(SystemExit, match="imaginary part of up to 0.01"):
+        evaluate.frechet_distance(*stats)
 
 
 def test_fid_of_identical_sets_is_zero():
