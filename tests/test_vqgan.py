@@ -454,6 +454,15 @@ def test_short_run_lowers_loss_and_writes_codes(tmp_path):
     assert (tmp_path / "recon_000060.png").exists()
 
 
+def test_the_codebook_learns_at_its_multiple_of_the_rate_on_the_same_schedule(tmp_path):
+    run(tmp_path, "--max-steps", "3", "--batch-size", "4", "--lr", "1e-3", "--codebook-lr-mult", "10")
+    ckpt = C.load_checkpoint(tmp_path / "vqgan.pt", "vqgan")
+    lrs = [g["lr"] for g in ckpt["opt"]["param_groups"]] + [g["lr"] for g in ckpt["d_opt"]["param_groups"]]
+    cosine = 1e-3 * 0.5 * (1 + math.cos(math.pi * 2 / 3))  # the last step's (step 2 of 3) rate on the half cosine
+    assert lrs == pytest.approx([cosine, 10 * cosine, cosine])
+    assert len(ckpt["opt"]["param_groups"][1]["params"]) == 1  # the codebook alone in the second group
+
+
 def a_whole_and_an_interrupted_run(tmp_path):
     """Folders a (a 12-step run) and b (the same run stopped at step 7, as its checkpoint says)."""
     a, b = tmp_path / "a", tmp_path / "b"
