@@ -94,8 +94,9 @@ def training_losses(model, x_0, T, mask_id, loss_type, generator=None, rank=0, w
 @torch.no_grad()
 def elbo_bits(model, codes, T, mask_id, n_draws=1, seed=0, batch_size=256, labels=None):
     """Per-image ELBO in bits per token, (len(codes), n_draws): each draw is one t ~ U{1..T} and one mask, the
-    same for the same seed, batch size and device, so that numbers are comparable across runs. Its mean is an upper bound on -log2 p(x)/N
-    (on -log2 p(x | y)/N given the class `labels` (len(codes),) of a class-conditional prior)."""
+    same for the same seed, batch size and device, so that numbers are comparable across runs. Its mean is an upper
+    bound on -log2 p(x)/N (on -log2 p(x | y)/N given the class `labels` (len(codes),) of a class-conditional
+    prior)."""
     device = next(model.parameters()).device
     g = torch.Generator(device).manual_seed(seed)
     out = torch.zeros(len(codes), n_draws)
@@ -290,8 +291,8 @@ class Absorbing:
             fix = min(remask_steps if remask_steps is not None else steps // 2, steps - 1)
             x_0 = sample(model, x, K, steps=max(steps - fix, 1), temperature=temperature, seed=seed, predict=predict,
                          on_step=on_step, progress=progress, counts=counts)
-            # its own random streams (seed + 2, seed + 3): the reverse process's would pick and redraw the codes it
-            # revealed first, with the noise that drew them
+            # its own random streams (seed + 2, seed + 3): with the reverse process's it would pick the codes one
+            # step revealed, and redraw them with the noise that drew them
             return remask(model, x_0, x == K, fix, remask_fraction, K, temperature, seed + 2, predict, on_step)
         return sample(model, x, K, steps=steps, temperature=temperature, seed=seed, predict=predict, on_step=on_step,
                       progress=progress, grid="cosine" if sampler == "cosine" else "uniform", counts=counts)
