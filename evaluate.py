@@ -531,8 +531,8 @@ def get_args(argv=None):
                         "side, unless --crop-stride; else --real's: a folder's median side, a named set's preset size)")
     p.add_argument("--crop-stride", type=positive_int, default=None,
                    help="score every --img-size window of the --fake images, corners this many pixels apart, instead "
-                        "of the images (samples larger than the training images; with a --real folder, pass --img-size, "
-                        "the VQGAN's training side)")
+                        "of the images (samples larger than the training images; with a --real folder, pass "
+                        "--img-size, the VQGAN's training side)")
     p.add_argument("--nearest-k", type=positive_int, default=5, help="k of PRDC's k-nearest-neighbour balls")
     p.add_argument("--ckpt", default=None, help="the prior's checkpoint (likelihood with --codes; --speed)")
     p.add_argument("--codes", default=None, help="codes.npy whose held-out part (absorbing.py's validation grids) is "

@@ -470,8 +470,8 @@ def test_images_are_compared_at_the_side_they_were_made_at(tmp_path, tiny_run, c
     assert default(*real, *fake, "--crop-stride", "4") == 28  # windows of the real images' side
     assert default(*real, "--vqgan", str(tiny_run / "vqgan.pt")) == 32  # what the VQGAN knows
     assert [default("--real", r) for r in ("fashion-mnist", "mnist", "cifar10", "shapes")] == [28, 28, 32, 32]
-    evaluate.main(evaluate.get_args([*real, "--fake", str(tmp_path / "real"), "--features", "random", "--nearest-k", "2",
-                                     "--json"]))
+    evaluate.main(evaluate.get_args([*real, "--fake", str(tmp_path / "real"), "--features", "random",
+                                     "--nearest-k", "2", "--json"]))
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["n_real"] == 3  # 28px images, none skipped
     evaluate.main(evaluate.get_args([*real, *fake, "--features", "random", "--nearest-k", "1", "--img-size", "40",
                                      "--json"]))  # down to half the side, resized up as vqgan.py does
