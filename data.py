@@ -249,9 +249,12 @@ def to_uint8(x):
 # Codes: written by vqgan.py, read (and checked) by absorbing.py, sample.py and evaluate.py
 
 
-def write_codes(codes, out_dir, ckpt_path, K, labels, classes, **stats):
-    """OUT/codes.npy (N, h, w) and OUT/codes.json: the codebook size, the latent shape and the VQGAN
-    checkpoint's path relative to OUT, which is what absorbing.py reads, and the codes' statistics (`stats`)."""
+def write_codes(codes, images, out_dir, ckpt_path, K, labels, classes):
+    """OUT/codes.npy (N, h, w) and OUT/codes.json: the codebook size, the latent shape and the VQGAN checkpoint's
+    path relative to OUT, which is what absorbing.py reads, and the codes' statistics: the codebook's usage, and
+    the redundancy of the codes of `images` (n, S, S, 3) uint8, the first n encoded images. Returns them in a line."""
+    perplexity, used = codebook_usage(torch.from_numpy(codes.astype(np.int64)), K)
+    bits, agreement, repeated = code_redundancy(images, codes[:len(images)])
     codes = codes.astype(np.int16 if K <= 2 ** 15 else np.int32)
     with open(Path(out_dir) / "codes.npy.tmp", "wb") as f:
         np.save(f, codes)
@@ -261,9 +264,12 @@ def write_codes(codes, out_dir, ckpt_path, K, labels, classes, **stats):
     elif (Path(out_dir) / "labels.npy").is_file():  # an earlier run's labels would not fit these codes
         os.remove(Path(out_dir) / "labels.npy")
     meta = dict(codebook_size=K, latent_shape=list(codes.shape[1:]), n_images=len(codes), classes=classes,
-                vqgan=os.path.relpath(ckpt_path, out_dir), **stats)
+                vqgan=os.path.relpath(ckpt_path, out_dir), perplexity=perplexity, used=used, code_bits=bits,
+                code_agreement=agreement, repeated_patches=repeated)
     (Path(out_dir) / "codes.json").write_text(json.dumps(meta, indent=1) + "\n")
-    return meta
+    equal = (f"equal patches: {bits:.2f} bits of code given the patch, {100 * agreement:.0f}% get their most "
+             f"common code ({100 * repeated:.0f}% of patches repeat)" if repeated else "no two patches are equal")
+    return f"codebook perplexity {perplexity:.1f}, {100 * used:.0f}% of {K} codes used; {equal}"
 
 
 def load_codes(path, codebook_size=None):

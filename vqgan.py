@@ -513,18 +513,9 @@ def finish(model, train_set, labels, classes, ckpt_path, args, device, is_main):
     """Encode the training images to OUT/codes.npy (rank 0 only), then leave the process group."""
     if is_main:
         codes = encode_dataset(model, train_set, device, num_workers=args.num_workers)
-        n = min(len(train_set), 2000)  # the redundancy of the codes of the first 2000 images
-        redundancy = code_redundancy(np.stack([np.asarray(train_set[i]) for i in range(n)]), codes[:n])
-        perplexity, used = codebook_usage(torch.from_numpy(codes.astype(np.int64)), model.cfg.codebook_size)
-        meta = write_codes(codes, args.out_dir, ckpt_path, model.cfg.codebook_size, labels, classes,
-                           perplexity=perplexity, used=used,
-                           **dict(zip(("code_bits", "code_agreement", "repeated_patches"), redundancy)))
-        equal = (f"equal patches: {meta['code_bits']:.2f} bits of code given the patch, "
-                 f"{100 * meta['code_agreement']:.0f}% get their most common code "
-                 f"({100 * meta['repeated_patches']:.0f}% of patches repeat)" if meta["repeated_patches"] else
-                 "no two patches are equal")
-        print(f"wrote {Path(args.out_dir) / 'codes.npy'} {codes.shape}: codebook perplexity "
-              f"{meta['perplexity']:.1f}, {100 * meta['used']:.0f}% of {meta['codebook_size']} codes used; {equal}")
+        images = np.stack([np.asarray(train_set[i]) for i in range(min(len(train_set), 2000))])  # for redundancy
+        summary = write_codes(codes, images, args.out_dir, ckpt_path, model.cfg.codebook_size, labels, classes)
+        print(f"wrote {Path(args.out_dir) / 'codes.npy'} {codes.shape}: {summary}")
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
