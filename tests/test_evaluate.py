@@ -465,7 +465,10 @@ def test_images_are_compared_at_the_side_they_were_made_at(tmp_path, tiny_run, c
         for i in range(n):
             Image.fromarray(np.full((side, side + 4 * i, 3), 9 * i, np.uint8)).save(tmp_path / name / f"{i}.png")
     real, fake = ["--real", str(tmp_path / "real")], ["--fake", str(tmp_path / "fake")]
-    default = lambda *flags: evaluate.image_side(evaluate.get_args(flags))  # noqa: E731
+
+    def default(*flags):
+        return evaluate.image_side(evaluate.get_args(flags))
+
     assert default(*real, *fake) == 20  # the samples' own side
     assert default(*real, *fake, "--crop-stride", "4") == 28  # windows of the real images' side
     assert default(*real, "--vqgan", str(tiny_run / "vqgan.pt")) == 32  # what the VQGAN knows
